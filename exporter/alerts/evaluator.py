@@ -1,0 +1,199 @@
+"""The alert state machine: pure, clock passed in, no I/O, no locking (the caller locks).
+
+Each (metric, label) pair watched by an enabled rule is an *instance*.  Each level of an
+instance behaves like a Prometheus alerting rule ``value > threshold`` with ``for``: pending
+while the condition holds for less than ``for``, firing after, inactive as soon as it stops
+holding.  Hysteresis widens "holds" for a firing level to ``value > clear``.  The reported
+level is the highest firing one; a change of it is an event.  An instance with no value in
+an evaluation (a target that vanished, an interval without requests) keeps its state, so a
+missing target never silently resolves its alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from exporter.alerts.events import DE_ESCALATED, ESCALATED, FIRED, RESOLVED, ActiveAlert, AlertEvent
+from exporter.alerts.rules import (
+    CRITICAL,
+    DEFAULT_RULES,
+    ENDPOINT_METRICS,
+    EXTENSION_METRICS,
+    LEVELS,
+    AlertRule,
+)
+
+InstanceKey = tuple[str, str]  # (metric, label); label "" for unlabelled metrics
+
+
+def labels_for(metric: str, label: str) -> dict[str, str]:
+    if metric in ENDPOINT_METRICS:
+        return {"endpoint": label}
+    if metric in EXTENSION_METRICS:
+        return {"extension": label}
+    return {}
+
+
+class _Level:
+    __slots__ = ("firing", "pending_since")
+
+    def __init__(self) -> None:
+        self.pending_since: float | None = None
+        self.firing = False
+
+
+class _Instance:
+    __slots__ = ("level", "level_since", "levels", "rule", "value")
+
+    def __init__(self, rule: AlertRule) -> None:
+        self.rule = rule
+        self.levels = {lvl: _Level() for lvl in LEVELS}
+        self.level: str | None = None
+        self.level_since = 0.0
+        self.value = 0.0
+
+
+class AlertEvaluator:
+    def __init__(self, rules: Iterable[AlertRule] = DEFAULT_RULES) -> None:
+        self._rules: dict[tuple[str, str | None], AlertRule] = {}
+        self._instances: dict[InstanceKey, _Instance] = {}
+        for rule in rules:
+            self._rules[rule.key] = rule
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def rules(self) -> list[AlertRule]:
+        return list(self._rules.values())
+
+    def set_rules(self, rules: Iterable[AlertRule], now_ms: float) -> list[AlertEvent]:
+        """Replace every rule; alerts whose rule went away or was disabled resolve now."""
+        self._rules = {}
+        for rule in rules:
+            self._rules[rule.key] = rule
+        return self._drop_orphans(now_ms)
+
+    def add_rule(self, rule: AlertRule, now_ms: float) -> list[AlertEvent]:
+        """Add, or replace the rule with the same metric and selector (as the seed's addAlert)."""
+        self._rules[rule.key] = rule
+        return self._drop_orphans(now_ms)
+
+    def remove_rules(self, metric: str, now_ms: float) -> list[AlertEvent]:
+        for key in [k for k in self._rules if k[0] == metric]:
+            del self._rules[key]
+        return self._drop_orphans(now_ms)
+
+    def set_enabled(self, metric: str, enabled: bool, now_ms: float) -> list[AlertEvent]:
+        for key, rule in list(self._rules.items()):
+            if key[0] == metric and rule.enabled != enabled:
+                self._rules[key] = replace(rule, enabled=enabled)
+        return self._drop_orphans(now_ms)
+
+    def _rule_for(self, metric: str, label: str) -> AlertRule | None:
+        rule = self._rules.get((metric, label)) if label else None
+        if rule is None:
+            rule = self._rules.get((metric, None))
+        return rule if rule is not None and rule.enabled else None
+
+    def _drop_orphans(self, now_ms: float) -> list[AlertEvent]:
+        events = []
+        for key, inst in list(self._instances.items()):
+            rule = self._rule_for(*key)
+            if rule is None:
+                if inst.level is not None:
+                    events.append(self._event(RESOLVED, key, inst, inst.level, inst.level, now_ms))
+                del self._instances[key]
+            else:
+                inst.rule = rule
+        return events
+
+    # --- evaluation ------------------------------------------------------------------------
+
+    def evaluate(self, now_ms: float, values: Mapping[InstanceKey, float]) -> list[AlertEvent]:
+        """Evaluate every watched value observed now; return the transitions, in order."""
+        events: list[AlertEvent] = []
+        for key, value in values.items():
+            rule = self._rule_for(*key)
+            if rule is None:
+                continue
+            inst = self._instances.get(key)
+            if inst is None:
+                inst = self._instances[key] = _Instance(rule)
+            inst.rule = rule
+            inst.value = value
+            new_level = None
+            for lvl in LEVELS:
+                if _step(inst.levels[lvl], rule, lvl, value, now_ms):
+                    new_level = lvl  # LEVELS ascend, so the last firing one is the highest
+            old_level = inst.level
+            if new_level != old_level:
+                kind = _transition(old_level, new_level)
+                inst.level = new_level
+                inst.level_since = now_ms
+                events.append(
+                    self._event(kind, key, inst, new_level or old_level, old_level, now_ms)
+                )
+            if inst.level is None and all(s.pending_since is None for s in inst.levels.values()):
+                del self._instances[key]  # nothing pending: keep no state for quiet values
+        return events
+
+    def active(self) -> list[ActiveAlert]:
+        out = []
+        for (metric, label), inst in self._instances.items():
+            if inst.level is None:
+                continue
+            out.append(
+                ActiveAlert(
+                    metric=metric,
+                    level=inst.level,
+                    current_value=inst.value,
+                    warning_threshold=inst.rule.warning_threshold,
+                    critical_threshold=inst.rule.critical_threshold,
+                    description=inst.rule.description,
+                    since_ms=inst.level_since,
+                    labels=labels_for(metric, label),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _event(
+        kind: str, key: InstanceKey, inst: _Instance, level: str, previous: str | None, now: float
+    ) -> AlertEvent:
+        return AlertEvent(
+            kind=kind,
+            metric=key[0],
+            level=level,
+            previous_level=previous,
+            value=inst.value,
+            warning_threshold=inst.rule.warning_threshold,
+            critical_threshold=inst.rule.critical_threshold,
+            description=inst.rule.description,
+            timestamp_ms=now,
+            labels=labels_for(*key),
+        )
+
+
+def _step(state: _Level, rule: AlertRule, level: str, value: float, now_ms: float) -> bool:
+    """Advance one level's state; return whether it is firing."""
+    threshold = rule.threshold(level)
+    if threshold is None:
+        state.pending_since, state.firing = None, False
+        return False
+    holds = value > threshold or (state.firing and value > rule.clear_threshold(level))
+    if not holds:
+        state.pending_since, state.firing = None, False
+        return False
+    if state.pending_since is None:
+        state.pending_since = now_ms
+    if not state.firing and now_ms - state.pending_since >= rule.for_seconds * 1000.0:
+        state.firing = True
+    return state.firing
+
+
+def _transition(old: str | None, new: str | None) -> str:
+    if old is None:
+        return FIRED
+    if new is None:
+        return RESOLVED
+    return ESCALATED if new == CRITICAL else DE_ESCALATED

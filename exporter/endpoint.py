@@ -1,0 +1,435 @@
+"""MetricsEndpoint: the seed's monitor, for Python programs that embed it and for the daemon.
+
+One lock guards the store, the alert evaluator and the values pushed since the last tick, so
+every reader sees one consistent moment and any number of threads may record at once.
+Source I/O and callbacks run outside the lock.
+
+Recording follows the seed's two modes.  While collection runs, pushed gauge values
+(memory, CPU, connections) are folded into the next tick's sample, overriding what the
+sources read, and latency observations are averaged over the interval: the history keeps
+one sample per interval, so 1440 samples stay 24 hours.  While collection is stopped, each
+call records a sample at once (the seed's "Manual Recording") and alerts are evaluated on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from exporter.alerts.evaluator import AlertEvaluator
+from exporter.alerts.events import RESOLVED, ActiveAlert, AlertEvent
+from exporter.alerts.rules import DEFAULT_RULES, ENDPOINT_METRICS, AlertRule
+from exporter.documents import (
+    Meta,
+    alerts_document,
+    csv_rows,
+    metrics_document,
+    render_csv,
+    summary_document,
+)
+from exporter.extensions import validate_extension
+from exporter.latency import HistogramSnapshot, validate_latency
+from exporter.sources.base import Source
+from exporter.sources.process import ProcessSource
+from exporter.sources.targets import SelfFinder
+from exporter.store import DEFAULT_CAPACITY, SERIES_KEYS, MetricStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_MS = 60_000
+MIN_INTERVAL_MS = 10
+MAX_INTERVAL_MS = 86_400_000
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_interval_ms(interval_ms: object) -> int:
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, int | float):
+        raise ValueError(f"collection interval must be a number of milliseconds: {interval_ms!r}")
+    if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
+        raise ValueError(
+            f"collection interval must be between {MIN_INTERVAL_MS} ms and 24 h, "
+            f"got {interval_ms!r} ms"
+        )
+    return int(interval_ms)
+
+
+def check_gauge(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class ExpositionSnapshot:
+    """What the Prometheus collector renders, taken in one moment under the lock."""
+
+    latest: dict[str, float | None]
+    histograms: dict[str, HistogramSnapshot]
+    extensions: dict[str, str]
+    active_alerts: list[ActiveAlert]
+    rules: list[AlertRule]
+    target_up: bool | None
+    collections: int
+    last_collection_seconds: float | None
+    collection_errors: dict[str, int]
+    dropped_latency_observations: int
+    dropped_extension_updates: int
+
+
+class _Signal:
+    """A list of callbacks; one that raises is logged and does not stop the others."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._callbacks: list[Callable[..., Any]] = []
+
+    def connect(self, callback: F) -> F:
+        self._callbacks.append(callback)
+        return callback
+
+    def disconnect(self, callback: Callable[..., Any]) -> None:
+        self._callbacks.remove(callback)
+
+    def emit(self, *args: Any) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(*args)
+            except Exception:
+                log.exception("%s callback %r failed", self.name, cb)
+
+
+class MetricsEndpoint:
+    def __init__(
+        self,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        interval_ms: int = DEFAULT_INTERVAL_MS,
+        rules: Iterable[AlertRule] = DEFAULT_RULES,
+        sources: Iterable[Source] | None = None,
+        latency_window: int = 1000,
+        max_endpoints: int = 100,
+        max_extensions: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._started = time.monotonic()
+        self._interval_ms = check_interval_ms(interval_ms)
+        self.store = MetricStore(capacity, latency_window, max_endpoints, max_extensions)
+        self._evaluator = AlertEvaluator(rules)
+        self._sources: list[Source] = (
+            [ProcessSource(SelfFinder())] if sources is None else list(sources)
+        )
+        self._pending: dict[str, float] = {}
+        self._collections = 0
+        self._last_collection_seconds: float | None = None
+        self._errors: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._collect_lock = threading.Lock()  # one tick at a time, whoever calls it
+        self._registry: Any = None
+        # The seed's four signals, plus every alert transition for notifiers.
+        self.metrics_collected = _Signal("metrics_collected")
+        self.alert_triggered = _Signal("alert_triggered")
+        self.collection_started = _Signal("collection_started")
+        self.collection_stopped = _Signal("collection_stopped")
+        self.alert_event = _Signal("alert_event")
+
+    # --- signal registration (the seed's connect(...)) ------------------------------------
+
+    def on_metrics_collected(self, callback: F) -> F:
+        return self.metrics_collected.connect(callback)
+
+    def on_alert_triggered(self, callback: F) -> F:
+        """``callback(metric, level, value)`` when an alert fires or changes level."""
+        return self.alert_triggered.connect(callback)
+
+    def on_collection_started(self, callback: F) -> F:
+        return self.collection_started.connect(callback)
+
+    def on_collection_stopped(self, callback: F) -> F:
+        return self.collection_stopped.connect(callback)
+
+    def on_alert_event(self, callback: F) -> F:
+        """``callback(AlertEvent)`` on every transition, resolutions included."""
+        return self.alert_event.connect(callback)
+
+    # --- collection control ----------------------------------------------------------------
+
+    def start_collection(self, interval_ms: int = DEFAULT_INTERVAL_MS) -> None:
+        """Collect now and then every ``interval_ms``; if already running, change the interval."""
+        self.set_collection_interval(interval_ms)
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="crankshaft-collector", daemon=True
+            )
+            self._thread.start()
+        self.collection_started.emit()
+
+    def stop_collection(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        if thread is not threading.current_thread():
+            thread.join()
+        self.collection_stopped.emit()
+
+    def is_collecting(self) -> bool:
+        return self._thread is not None
+
+    def set_collection_interval(self, interval_ms: int) -> None:
+        self._interval_ms = check_interval_ms(interval_ms)
+        self._wake.set()
+
+    @property
+    def collection_interval_ms(self) -> int:
+        return self._interval_ms
+
+    def _run(self) -> None:
+        last: float | None = None
+        while not self._stop.is_set():
+            interval = self._interval_ms / 1000.0
+            now = time.monotonic()
+            if last is None or now - last >= interval:
+                # Keep to the schedule (no drift) unless a tick ran over a whole interval.
+                last = now if last is None or now - last >= 2 * interval else last + interval
+                try:
+                    self.collect_now()
+                except Exception:  # never let the loop die: the watchdog would restart us
+                    log.exception("collection failed")
+                    with self._lock:
+                        self._errors["collector"] += 1
+            self._wake.wait(max(0.0, last + self._interval_ms / 1000.0 - time.monotonic()))
+            self._wake.clear()
+
+    def collect_now(self) -> list[AlertEvent]:
+        """One collection tick: read sources, store samples, evaluate alerts, notify."""
+        with self._collect_lock:
+            started = time.perf_counter()
+            values: dict[str, float] = {}
+            failed: list[str] = []
+            for source in self._sources:
+                try:
+                    values.update(source.collect())
+                except Exception as e:  # a broken source must not stop the others
+                    log.warning("source %s: %s", source.name, e)
+                    failed.append(source.name)
+            with self._lock:
+                now_ms = self._clock() * 1000.0
+                values.update(self._pending)  # pushed values override what was read
+                self._pending.clear()
+                latency = self.store.latency.take_interval_average()
+                if latency is not None:
+                    values["request_latency"] = latency
+                for key, value in values.items():
+                    self.store.append(key, now_ms, value)
+                events = self._evaluator.evaluate(now_ms, self._alert_inputs(values))
+                self._errors.update(failed)
+                self._collections += 1
+                self._last_collection_seconds = time.perf_counter() - started
+        self._dispatch(events)
+        self.metrics_collected.emit()
+        return events
+
+    def target_up(self) -> bool | None:
+        """Whether a sampled target process exists; None if no process is sampled."""
+        procs = [s for s in self._sources if isinstance(s, ProcessSource)]
+        return any(s.up for s in procs) if procs else None
+
+    def _alert_inputs(self, values: Mapping[str, float]) -> dict[tuple[str, str], float]:
+        """Values the evaluator sees now (under the lock).  Absent means "hold state"."""
+        inputs = {(key, ""): v for key, v in values.items()}
+        up = self.target_up()
+        if up is not None:
+            inputs[("target_down", "")] = 0.0 if up else 1.0
+        for ext, status in self.store.extensions.statuses().items():
+            inputs[("extension_crashed", ext)] = 1.0 if status == "crashed" else 0.0
+        wanted = {r.metric for r in self._evaluator.rules() if r.enabled} & set(ENDPOINT_METRICS)
+        if wanted:  # sorting windows costs; only when a rule looks at percentiles
+            for endpoint, p in self.store.latency.breakdown().items():
+                if "request_latency_p95" in wanted:
+                    inputs[("request_latency_p95", endpoint)] = p.p95
+                if "request_latency_p99" in wanted:
+                    inputs[("request_latency_p99", endpoint)] = p.p99
+        return inputs
+
+    def _dispatch(self, events: list[AlertEvent]) -> None:
+        for event in events:
+            level = "warning" if event.level == "WARNING" else "critical"
+            subject = "".join(f" {k}={v}" for k, v in event.labels.items())
+            getattr(log, "info" if event.kind == RESOLVED else level)(
+                "alert %s: %s%s %s (value %g, warning %s, critical %s)",
+                event.kind,
+                event.metric,
+                subject,
+                event.level,
+                event.value,
+                event.warning_threshold,
+                event.critical_threshold,
+                extra={"alert_event": event},
+            )
+            if event.kind != RESOLVED:
+                self.alert_triggered.emit(event.metric, event.level, event.value)
+            self.alert_event.emit(event)
+
+    # --- recording -------------------------------------------------------------------------
+
+    def _record(self, values: Mapping[str, float]) -> None:
+        events: list[AlertEvent] = []
+        with self._lock:
+            if self._thread is not None:
+                self._pending.update(values)
+                return
+            now_ms = self._clock() * 1000.0
+            for key, value in values.items():
+                self.store.append(key, now_ms, value)
+            events = self._evaluator.evaluate(now_ms, self._alert_inputs(values))
+        self._dispatch(events)
+
+    def record_memory_usage(self, memory_mb: float) -> None:
+        self._record({"memory_usage": check_gauge("memory usage", memory_mb)})
+
+    def record_cpu_usage(self, cpu_percent: float) -> None:
+        self._record({"cpu_usage": check_gauge("CPU usage", cpu_percent)})
+
+    def record_websocket_connections(self, active: int, total: int) -> None:
+        self._record(
+            {
+                "active_connections": check_gauge("active connections", active),
+                "total_connections": check_gauge("total connections", total),
+            }
+        )
+
+    def record_extension_status(self, extension_id: str, status: str) -> None:
+        """Status is one of running, stopped, crashed, starting; anything else: ValueError."""
+        extension_id, status = validate_extension(extension_id, status)
+        events: list[AlertEvent] = []
+        with self._lock:
+            now_ms = self._clock() * 1000.0
+            self.store.extensions.set(extension_id, status, now_ms)
+            if self._thread is None:
+                key = ("extension_crashed", extension_id)
+                events = self._evaluator.evaluate(
+                    now_ms, {key: 1.0 if status == "crashed" else 0.0}
+                )
+        self._dispatch(events)
+
+    def record_request_latency(self, endpoint: str, latency_ms: float) -> None:
+        """Thread-safe and cheap: called on every request of the monitored service."""
+        endpoint, latency_ms = validate_latency(endpoint, latency_ms)
+        with self._lock:
+            self.store.latency.observe(endpoint, latency_ms)
+            if self._thread is None:
+                average = self.store.latency.take_interval_average()
+                if average is not None:
+                    self.store.append("request_latency", self._clock() * 1000.0, average)
+
+    # --- retrieval -------------------------------------------------------------------------
+
+    def _meta(self) -> Meta:
+        return Meta(
+            timestamp_ms=self._clock() * 1000.0,
+            uptime_ms=(time.monotonic() - self._started) * 1000.0,
+            is_collecting=self._thread is not None,
+            collection_interval_ms=self._interval_ms,
+        )
+
+    def get_metrics(self, last_n: int = -1) -> dict[str, Any]:
+        """The seed's /metrics document; ``last_n`` < 0 means every stored sample."""
+        with self._lock:
+            return metrics_document(self.store, self._meta(), None if last_n < 0 else last_n)
+
+    def get_metrics_summary(self) -> dict[str, Any]:
+        with self._lock:
+            return summary_document(self.store, self._meta(), self._evaluator.active())
+
+    def get_alerts(self) -> list[dict[str, Any]]:
+        """The seed's getAlerts(): the active alerts as JSON objects."""
+        with self._lock:
+            return alerts_document(self._evaluator.active())
+
+    def get_active_alerts(self) -> list[ActiveAlert]:
+        with self._lock:
+            return self._evaluator.active()
+
+    def exposition_snapshot(self) -> ExpositionSnapshot:
+        with self._lock:
+            return ExpositionSnapshot(
+                latest={key: self.store.latest(key) for key in SERIES_KEYS},
+                histograms=self.store.latency.histograms(),
+                extensions=self.store.extensions.statuses(),
+                active_alerts=self._evaluator.active(),
+                rules=self._evaluator.rules(),
+                target_up=self.target_up(),
+                collections=self._collections,
+                last_collection_seconds=self._last_collection_seconds,
+                collection_errors=dict(self._errors),
+                dropped_latency_observations=self.store.latency.dropped_observations,
+                dropped_extension_updates=self.store.extensions.dropped_updates,
+            )
+
+    # --- alert management ------------------------------------------------------------------
+
+    def _change_rules(self, change: Callable[[float], list[AlertEvent]]) -> None:
+        with self._lock:
+            events = change(self._clock() * 1000.0)
+        self._dispatch(events)
+
+    def add_alert(self, rule: AlertRule) -> None:
+        """Add a rule, replacing any for the same metric (and endpoint/extension selector)."""
+        self._change_rules(lambda now: self._evaluator.add_rule(rule, now))
+
+    def remove_alert(self, metric_name: str) -> None:
+        self._change_rules(lambda now: self._evaluator.remove_rules(metric_name, now))
+
+    def enable_alert(self, metric_name: str, enabled: bool = True) -> None:
+        self._change_rules(lambda now: self._evaluator.set_enabled(metric_name, enabled, now))
+
+    def set_alert_rules(self, rules: Iterable[AlertRule]) -> None:
+        """Replace every rule (config reload); alerts of rules that went away resolve."""
+        rules = list(rules)
+        self._change_rules(lambda now: self._evaluator.set_rules(rules, now))
+
+    def alert_rules(self) -> list[AlertRule]:
+        with self._lock:
+            return self._evaluator.rules()
+
+    # --- exports ---------------------------------------------------------------------------
+
+    def export_prometheus(self, openmetrics: bool = False) -> str:
+        """Prometheus text format 0.0.4, or OpenMetrics 1.0 when asked for."""
+        from exporter.exposition import build_registry, render  # prometheus_client is heavy
+
+        if self._registry is None:
+            self._registry = build_registry(self)
+        return render(self._registry, openmetrics=openmetrics).decode()
+
+    def export_json(self) -> dict[str, Any]:
+        """Everything kept: the /metrics document over the whole history."""
+        return self.get_metrics(-1)
+
+    def export_csv(self, last_n: int = -1) -> str:
+        with self._lock:
+            header, rows = csv_rows(self.store, None if last_n < 0 else last_n)
+        return render_csv(header, rows)
+
+    def close(self) -> None:
+        self.stop_collection()
+        for source in self._sources:
+            source.close()

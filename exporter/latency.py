@@ -1,0 +1,189 @@
+"""Per-endpoint request latency: exact percentiles over a sliding window, plus histogram buckets.
+
+The seed reports p50/p95/p99 per endpoint; Prometheus needs a histogram to aggregate across
+instances.  Both come from one ``observe`` call: the observation goes into a bounded window
+(for exact percentiles of recent traffic) and into cumulative-since-start bucket counters
+(for ``histogram_quantile``).  The number of endpoints is capped so that a client inventing
+endpoint names cannot grow memory or Prometheus cardinality without bound.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass
+
+# Prometheus' default buckets (seconds): the seed's 500 ms / 1000 ms thresholds are bounds.
+DEFAULT_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+MAX_ENDPOINT_LENGTH = 256
+
+
+def percentile(sorted_values: list[float] | tuple[float, ...], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default, R type 7); ``q`` in [0, 1]."""
+    n = len(sorted_values)
+    if n == 0:
+        raise ValueError("percentile of no values")
+    h = (n - 1) * q
+    lo = math.floor(h)
+    if lo >= n - 1:
+        return sorted_values[-1]
+    below = sorted_values[lo]
+    return below + (h - lo) * (sorted_values[lo + 1] - below)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPercentiles:
+    p50: float
+    p95: float
+    p99: float
+    count: int  # observations since start, not only those in the window
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Cumulative bucket counts aligned with ``bounds_seconds`` (+Inf last), in seconds."""
+
+    bounds_seconds: tuple[float, ...]
+    cumulative_counts: tuple[int, ...]
+    count: int
+    sum_seconds: float
+
+
+class _Endpoint:
+    __slots__ = ("buckets", "count", "sorted_cache", "sum_ms", "window")
+
+    def __init__(self, window_size: int, n_buckets: int) -> None:
+        self.window: deque[float] = deque(maxlen=window_size)
+        self.buckets = [0] * (n_buckets + 1)  # non-cumulative; last is +Inf
+        self.count = 0
+        self.sum_ms = 0.0
+        self.sorted_cache: list[float] | None = None
+
+
+def validate_latency(endpoint: object, latency_ms: object) -> tuple[str, float]:
+    """Return the checked pair or raise ValueError naming what is wrong."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ValueError("endpoint must be a non-empty string")
+    if len(endpoint) > MAX_ENDPOINT_LENGTH:
+        raise ValueError(f"endpoint is longer than {MAX_ENDPOINT_LENGTH} characters")
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float):
+        raise ValueError("latency must be a number of milliseconds")
+    value = float(latency_ms)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"latency must be a finite number >= 0, got {latency_ms!r}")
+    return endpoint, value
+
+
+class LatencyTracker:
+    """Not locked: the store serialises access."""
+
+    def __init__(
+        self,
+        window_size: int = 1000,
+        max_endpoints: int = 100,
+        buckets_seconds: tuple[float, ...] = DEFAULT_BUCKETS_SECONDS,
+    ) -> None:
+        if window_size < 1:
+            raise ValueError("latency window size must be at least 1")
+        if max_endpoints < 1:
+            raise ValueError("max endpoints must be at least 1")
+        bounds = tuple(sorted(set(buckets_seconds)))
+        if not bounds or not all(math.isfinite(b) and b > 0 for b in bounds):
+            raise ValueError("histogram buckets must be positive finite numbers of seconds")
+        self.window_size = window_size
+        self.max_endpoints = max_endpoints
+        self.bounds_seconds = bounds
+        self._bounds_ms = tuple(b * 1000.0 for b in bounds)
+        self._endpoints: dict[str, _Endpoint] = {}
+        self.dropped_observations = 0  # observations of endpoints beyond the cap
+        self.total_count = 0
+        self._interval_sum = 0.0
+        self._interval_count = 0
+
+    def observe(self, endpoint: str, latency_ms: float) -> bool:
+        """Record one checked observation; False if the endpoint cap dropped it."""
+        ep = self._endpoints.get(endpoint)
+        if ep is None:
+            if len(self._endpoints) >= self.max_endpoints:
+                self.dropped_observations += 1
+                return False
+            ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self._bounds_ms))
+        ep.window.append(latency_ms)
+        ep.sorted_cache = None
+        ep.buckets[bisect_left(self._bounds_ms, latency_ms)] += 1
+        ep.count += 1
+        ep.sum_ms += latency_ms
+        self.total_count += 1
+        self._interval_sum += latency_ms
+        self._interval_count += 1
+        return True
+
+    def take_interval_average(self) -> float | None:
+        """Mean of the observations since the last call (the seed's latency sample), or None."""
+        if self._interval_count == 0:
+            return None
+        mean = self._interval_sum / self._interval_count
+        self._interval_sum = 0.0
+        self._interval_count = 0
+        return mean
+
+    def endpoints(self) -> list[str]:
+        return list(self._endpoints)
+
+    def percentiles(self, endpoint: str) -> LatencyPercentiles | None:
+        ep = self._endpoints.get(endpoint)
+        if ep is None or not ep.window:
+            return None
+        ordered = ep.sorted_cache
+        if ordered is None:
+            ordered = ep.sorted_cache = sorted(ep.window)
+        return LatencyPercentiles(
+            p50=percentile(ordered, 0.50),
+            p95=percentile(ordered, 0.95),
+            p99=percentile(ordered, 0.99),
+            count=ep.count,
+        )
+
+    def breakdown(self) -> dict[str, LatencyPercentiles]:
+        out = {}
+        for name in self._endpoints:
+            p = self.percentiles(name)
+            if p is not None:
+                out[name] = p
+        return out
+
+    def histograms(self) -> dict[str, HistogramSnapshot]:
+        out = {}
+        for name, ep in self._endpoints.items():
+            running, cumulative = 0, []
+            for c in ep.buckets:
+                running += c
+                cumulative.append(running)
+            out[name] = HistogramSnapshot(
+                self.bounds_seconds, tuple(cumulative), ep.count, ep.sum_ms / 1000.0
+            )
+        return out
+
+    def reconfigure(self, window_size: int, max_endpoints: int) -> None:
+        """Apply new limits on reload, keeping what is recorded (newest window entries)."""
+        if window_size < 1 or max_endpoints < 1:
+            raise ValueError("window size and max endpoints must be at least 1")
+        if window_size != self.window_size:
+            for ep in self._endpoints.values():
+                ep.window = deque(ep.window, maxlen=window_size)
+                ep.sorted_cache = None
+            self.window_size = window_size
+        self.max_endpoints = max_endpoints

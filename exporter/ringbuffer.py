@@ -1,0 +1,122 @@
+"""Fixed-capacity history of (timestamp, value) samples.
+
+Two preallocated ``array('d')`` columns hold the samples, so a stored sample costs exactly
+16 bytes (two float64) however long the daemon runs; the Python objects for a sample exist
+only while a reader looks at it.  Timestamps are milliseconds since the epoch, exact in a
+float64 for the next quarter of a million years.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesStats:
+    """Statistics over a window of samples; all ``None`` when the window is empty."""
+
+    sample_count: int
+    latest: float | None
+    average: float | None
+    min: float | None
+    max: float | None
+
+
+EMPTY_STATS = SeriesStats(0, None, None, None, None)
+
+
+class RingBuffer:
+    """Circular buffer of the newest ``capacity`` samples.  Not locked: the store locks."""
+
+    __slots__ = ("_capacity", "_count", "_head", "_times", "_values")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"ring buffer capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._times = array("d", bytes(8 * capacity))
+        self._values = array("d", bytes(8 * capacity))
+        self._head = 0  # index the next sample is written to
+        self._count = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def __len__(self) -> int:
+        return self._count
+
+    def nbytes(self) -> int:
+        """Bytes held by the sample columns (the per-sample storage cost)."""
+        return (len(self._times) + len(self._values)) * self._times.itemsize
+
+    def append(self, timestamp_ms: float, value: float) -> None:
+        head = self._head
+        self._times[head] = timestamp_ms
+        self._values[head] = value
+        head += 1
+        self._head = 0 if head == self._capacity else head
+        if self._count < self._capacity:
+            self._count += 1
+
+    def clear(self) -> None:
+        self._head = 0
+        self._count = 0
+
+    def _window(self, column: array, last_n: int | None) -> array:
+        """The newest ``last_n`` entries of a column (all if None/negative), oldest first."""
+        n = self._count if last_n is None or last_n < 0 else min(last_n, self._count)
+        if n == 0:
+            return array("d")
+        start = self._head - n
+        if start >= 0:
+            return column[start : self._head]
+        return column[start + self._capacity :] + column[: self._head]
+
+    def values(self, last_n: int | None = None) -> array:
+        return self._window(self._values, last_n)
+
+    def timestamps(self, last_n: int | None = None) -> array:
+        return self._window(self._times, last_n)
+
+    def samples(self, last_n: int | None = None) -> list[tuple[float, float]]:
+        return list(zip(self.timestamps(last_n), self.values(last_n), strict=True))
+
+    def latest(self) -> tuple[float, float] | None:
+        if self._count == 0:
+            return None
+        i = self._head - 1
+        return self._times[i], self._values[i]
+
+    def values_since(self, since_ms: float) -> array:
+        """Values whose timestamp is at or after ``since_ms`` (timestamps are appended in order)."""
+        return self.values()[bisect_left(self.timestamps(), since_ms) :]
+
+    def resize(self, capacity: int) -> None:
+        """Change capacity, keeping the newest samples that still fit."""
+        if capacity == self._capacity:
+            return
+        times, values = self.timestamps(), self.values()
+        keep = min(len(values), capacity)
+        self.__init__(capacity)  # type: ignore[misc]
+        for t, v in zip(times[len(times) - keep :], values[len(values) - keep :], strict=True):
+            self.append(t, v)
+
+    def stats(self, last_n: int | None = None) -> SeriesStats:
+        return stats_of(self.values(last_n))
+
+
+def stats_of(values: array) -> SeriesStats:
+    """Stats of a window; fsum keeps the average exact-rounded whatever the magnitudes."""
+    if not values:
+        return EMPTY_STATS
+    return SeriesStats(
+        sample_count=len(values),
+        latest=values[-1],
+        average=math.fsum(values) / len(values),
+        min=min(values),
+        max=max(values),
+    )

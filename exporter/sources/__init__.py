@@ -1,0 +1,1 @@
+"""Where samples come from: one small class per source, all behind :class:`Source`."""

@@ -1,0 +1,215 @@
+"""Which processes make up the watched target: itself, a pid, a pidfile, a name, a regex, a unit.
+
+A finder is asked again on every tick, so a target that exits and comes back under a new
+PID is found on the next tick without configuration changes.  Finders only list PIDs; the
+sampler reads them.  All read /proc (or the cgroup tree) directly: a scan of a few hundred
+processes costs a few milliseconds, negligible at the default 60 s interval.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+TARGET_KINDS = ("self", "pid", "pidfile", "name", "cmdline", "systemd_unit", "none")
+
+
+class ProcessFinder(ABC):
+    """Lists the PIDs of the target now; an empty list means the target is not running."""
+
+    @abstractmethod
+    def find(self) -> list[int]: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Human-readable target, for logs and the target_info metric."""
+
+
+class SelfFinder(ProcessFinder):
+    """The seed's default: the process running the monitor (/proc/self)."""
+
+    def find(self) -> list[int]:
+        return [os.getpid()]
+
+    def describe(self) -> str:
+        return "self"
+
+
+class PidFinder(ProcessFinder):
+    def __init__(self, pid: int) -> None:
+        if pid < 1:
+            raise ValueError(f"pid must be a positive integer, got {pid}")
+        self.pid = pid
+
+    def find(self) -> list[int]:
+        return [self.pid] if (PROC / str(self.pid)).exists() else []
+
+    def describe(self) -> str:
+        return f"pid {self.pid}"
+
+
+class PidfileFinder(ProcessFinder):
+    """Re-reads the pidfile every tick, so a restarted daemon's new PID is picked up."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def find(self) -> list[int]:
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            return []
+        first = text.split(maxsplit=1)[0] if text else ""
+        if not first.isdigit() or int(first) < 1:
+            return []
+        pid = int(first)
+        return [pid] if (PROC / str(pid)).exists() else []
+
+    def describe(self) -> str:
+        return f"pidfile {self.path}"
+
+
+def _all_pids() -> list[int]:
+    return [int(e) for e in os.listdir(PROC) if e.isdigit()]
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:  # the process exited while we looked, or is not ours to read
+        return None
+
+
+class NameFinder(ProcessFinder):
+    """Processes whose command name (``comm``, as ``ps -o comm`` shows it) equals ``name``.
+
+    The kernel truncates comm to 15 bytes, so longer names are compared truncated.
+    """
+
+    def __init__(self, name: str) -> None:
+        if not name:
+            raise ValueError("process name must not be empty")
+        self.name = name
+        self._comm = name.encode()[:15]
+
+    def find(self) -> list[int]:
+        me = os.getpid()
+        found = []
+        for pid in _all_pids():
+            if pid == me:
+                continue
+            comm = _read_bytes(f"/proc/{pid}/comm")
+            if comm is not None and comm.rstrip(b"\n") == self._comm:
+                found.append(pid)
+        return found
+
+    def describe(self) -> str:
+        return f"name {self.name}"
+
+
+class CmdlineFinder(ProcessFinder):
+    """Processes whose full command line (arguments joined by spaces) matches a regex."""
+
+    def __init__(self, pattern: str) -> None:
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"invalid command-line regex {pattern!r}: {e}") from None
+
+    def find(self) -> list[int]:
+        me = os.getpid()
+        found = []
+        for pid in _all_pids():
+            if pid == me:
+                continue
+            raw = _read_bytes(f"/proc/{pid}/cmdline")
+            if not raw:  # kernel threads and zombies have an empty cmdline
+                continue
+            cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+            if self.regex.search(cmdline):
+                found.append(pid)
+        return found
+
+    def describe(self) -> str:
+        return f"cmdline /{self.regex.pattern}/"
+
+
+class SystemdUnitFinder(ProcessFinder):
+    """Every process in a systemd unit's cgroup (and its sub-cgroups), as systemd counts them.
+
+    Works on the unified (v2) hierarchy and on v1's name=systemd hierarchy.  The unit's
+    cgroup directory is located once and remembered; if it disappears (unit stopped) it is
+    looked for again on the next tick.
+    """
+
+    def __init__(self, unit: str, cgroup_root: str | os.PathLike[str] = CGROUP_ROOT) -> None:
+        if not unit or "/" in unit:
+            raise ValueError(f"invalid systemd unit name {unit!r}")
+        self.unit = unit if "." in unit else f"{unit}.service"
+        self.root = Path(cgroup_root)
+        self._dir: Path | None = None
+
+    def _locate(self) -> Path | None:
+        for hierarchy in (self.root, self.root / "systemd", self.root / "unified"):
+            for slice_ in ("system.slice", "user.slice", ""):
+                candidate = hierarchy / slice_ / self.unit
+                if (candidate / "cgroup.procs").exists():
+                    return candidate
+        for dirpath, dirnames, _ in os.walk(self.root):  # nested slices, e.g. app.slice
+            if self.unit in dirnames:
+                return Path(dirpath) / self.unit
+            if dirpath.count(os.sep) - str(self.root).count(os.sep) >= 4:
+                dirnames.clear()
+        return None
+
+    def find(self) -> list[int]:
+        if self._dir is None or not self._dir.exists():
+            self._dir = self._locate()
+            if self._dir is None:
+                return []
+        pids: set[int] = set()
+        for dirpath, _, filenames in os.walk(self._dir):
+            if "cgroup.procs" in filenames:
+                raw = _read_bytes(os.path.join(dirpath, "cgroup.procs")) or b""
+                pids.update(int(x) for x in raw.split() if x.isdigit())
+        return sorted(pids)
+
+    def describe(self) -> str:
+        return f"systemd unit {self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """The configured target: ``kind`` from TARGET_KINDS and its argument."""
+
+    kind: str = "self"
+    value: str | int | None = None
+
+    def finder(self) -> ProcessFinder | None:
+        """Build the finder; None for kind ``none`` (values only pushed, nothing sampled)."""
+        kind, value = self.kind, self.value
+        if kind == "self":
+            return SelfFinder()
+        if kind == "none":
+            return None
+        if value is None or value == "":
+            raise ValueError(f"target kind {kind!r} needs a value")
+        if kind == "pid":
+            if isinstance(value, bool) or not (isinstance(value, int) or str(value).isdigit()):
+                raise ValueError(f"target pid must be a positive integer, got {value!r}")
+            return PidFinder(int(value))
+        if kind == "pidfile":
+            return PidfileFinder(str(value))
+        if kind == "name":
+            return NameFinder(str(value))
+        if kind == "cmdline":
+            return CmdlineFinder(str(value))
+        if kind == "systemd_unit":
+            return SystemdUnitFinder(str(value))
+        raise ValueError(f"unknown target kind {kind!r}; one of {', '.join(TARGET_KINDS)}")
