@@ -37,8 +37,9 @@ class RingBuffer:
         if capacity < 1:
             raise ValueError(f"ring buffer capacity must be at least 1, got {capacity}")
         self._capacity = capacity
-        self._times = array("d", bytes(8 * capacity))
-        self._values = array("d", bytes(8 * capacity))
+        # Repetition allocates exactly; array("d", bytes(n)) over-allocates by about 1/16.
+        self._times = array("d", [0.0]) * capacity
+        self._values = array("d", [0.0]) * capacity
         self._head = 0  # index the next sample is written to
         self._count = 0
 

@@ -11,6 +11,7 @@ missing target never silently resolves its alerts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
@@ -114,7 +115,7 @@ class AlertEvaluator:
         events: list[AlertEvent] = []
         for key, value in values.items():
             rule = self._rule_for(*key)
-            if rule is None:
+            if rule is None or not math.isfinite(value):  # no number: hold, as when absent
                 continue
             inst = self._instances.get(key)
             if inst is None:
@@ -186,7 +187,8 @@ def _step(state: _Level, rule: AlertRule, level: str, value: float, now_ms: floa
         return False
     if state.pending_since is None:
         state.pending_since = now_ms
-    if not state.firing and now_ms - state.pending_since >= rule.for_seconds * 1000.0:
+    # Compare in seconds: 2.007 * 1000.0 is 2007.0000000000002, (2007 / 1000.0) is 2.007.
+    if not state.firing and (now_ms - state.pending_since) / 1000.0 >= rule.for_seconds:
         state.firing = True
     return state.firing
 

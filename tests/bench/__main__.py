@@ -1,0 +1,12 @@
+"""``make bench``: every benchmark in turn; paste the tables into README's Performance section."""
+
+import importlib
+import platform
+
+MODULES = ["tests.bench.bench_core", "tests.bench.bench_connections"]
+
+if __name__ == "__main__":
+    print(f"<!-- {platform.python_implementation()} {platform.python_version()}, "
+          f"{platform.machine()} -->\n")
+    for name in MODULES:
+        importlib.import_module(name).main()
