@@ -116,14 +116,15 @@ def csv_rows(store: MetricStore, last_n: int | None = None) -> tuple[list[str], 
     ticks gets a row of its own, with the other columns empty.
     """
     header = ["timestamp"] + [info.csv_column for info in SERIES]
-    by_time: dict[float, list[str]] = {}
+    by_time: dict[int, list[str]] = {}
     for col, info in enumerate(SERIES, start=1):
         buf = store.series[info.key]
         fmt = _count_text if info.unit == "count" else repr
         for t, v in zip(buf.timestamps(last_n), buf.values(last_n), strict=True):
-            row = by_time.get(t)
+            ms = int(t)  # rows are keyed by the timestamp as printed
+            row = by_time.get(ms)
             if row is None:
-                row = by_time[t] = [str(int(t))] + [""] * len(SERIES)
+                row = by_time[ms] = [str(ms)] + [""] * len(SERIES)
             row[col] = fmt(v)
     return header, [by_time[t] for t in sorted(by_time)]
 

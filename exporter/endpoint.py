@@ -68,6 +68,13 @@ def check_gauge(name: str, value: object) -> float:
     return v
 
 
+def check_count(name: str, value: object) -> float:
+    v = check_gauge(name, value)
+    if not v.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return v
+
+
 @dataclass(frozen=True, slots=True)
 class ExpositionSnapshot:
     """What the Prometheus collector renders, taken in one moment under the lock."""
@@ -188,6 +195,15 @@ class MetricsEndpoint:
         self._wake.set()
         if thread is not threading.current_thread():
             thread.join()
+        # Values pushed since the last tick are recorded now rather than lost.
+        with self._lock:
+            values = dict(self._pending)
+            self._pending.clear()
+            latency = self.store.latency.take_interval_average()
+            if latency is not None:
+                values["request_latency"] = latency
+            events = self._append_and_evaluate(values) if values else []
+        self._dispatch(events)
         self.collection_stopped.emit()
 
     def is_collecting(self) -> bool:
@@ -231,7 +247,7 @@ class MetricsEndpoint:
                     log.warning("source %s: %s", source.name, e)
                     failed.append(source.name)
             with self._lock:
-                now_ms = self._clock() * 1000.0
+                now_ms = self._now_ms()
                 values.update(self._pending)  # pushed values override what was read
                 self._pending.clear()
                 latency = self.store.latency.take_interval_average()
@@ -290,16 +306,23 @@ class MetricsEndpoint:
 
     # --- recording -------------------------------------------------------------------------
 
+    def _now_ms(self) -> float:
+        """Whole milliseconds, as every document prints them (so equal means equal)."""
+        return float(int(self._clock() * 1000.0))
+
+    def _append_and_evaluate(self, values: Mapping[str, float]) -> list[AlertEvent]:
+        """Record samples at once and evaluate alerts on them (caller holds the lock)."""
+        now_ms = self._now_ms()
+        for key, value in values.items():
+            self.store.append(key, now_ms, value)
+        return self._evaluator.evaluate(now_ms, self._alert_inputs(values))
+
     def _record(self, values: Mapping[str, float]) -> None:
-        events: list[AlertEvent] = []
         with self._lock:
             if self._thread is not None:
                 self._pending.update(values)
                 return
-            now_ms = self._clock() * 1000.0
-            for key, value in values.items():
-                self.store.append(key, now_ms, value)
-            events = self._evaluator.evaluate(now_ms, self._alert_inputs(values))
+            events = self._append_and_evaluate(values)
         self._dispatch(events)
 
     def record_memory_usage(self, memory_mb: float) -> None:
@@ -311,8 +334,8 @@ class MetricsEndpoint:
     def record_websocket_connections(self, active: int, total: int) -> None:
         self._record(
             {
-                "active_connections": check_gauge("active connections", active),
-                "total_connections": check_gauge("total connections", total),
+                "active_connections": check_count("active connections", active),
+                "total_connections": check_count("total connections", total),
             }
         )
 
@@ -321,7 +344,7 @@ class MetricsEndpoint:
         extension_id, status = validate_extension(extension_id, status)
         events: list[AlertEvent] = []
         with self._lock:
-            now_ms = self._clock() * 1000.0
+            now_ms = self._now_ms()
             self.store.extensions.set(extension_id, status, now_ms)
             if self._thread is None:
                 key = ("extension_crashed", extension_id)
@@ -335,16 +358,19 @@ class MetricsEndpoint:
         endpoint, latency_ms = validate_latency(endpoint, latency_ms)
         with self._lock:
             self.store.latency.observe(endpoint, latency_ms)
-            if self._thread is None:
-                average = self.store.latency.take_interval_average()
-                if average is not None:
-                    self.store.append("request_latency", self._clock() * 1000.0, average)
+            if self._thread is not None:
+                return
+            average = self.store.latency.take_interval_average()
+            if average is None:  # dropped by the endpoint cap
+                return
+            events = self._append_and_evaluate({"request_latency": average})
+        self._dispatch(events)
 
     # --- retrieval -------------------------------------------------------------------------
 
     def _meta(self) -> Meta:
         return Meta(
-            timestamp_ms=self._clock() * 1000.0,
+            timestamp_ms=self._now_ms(),
             uptime_ms=(time.monotonic() - self._started) * 1000.0,
             is_collecting=self._thread is not None,
             collection_interval_ms=self._interval_ms,
@@ -388,7 +414,7 @@ class MetricsEndpoint:
 
     def _change_rules(self, change: Callable[[float], list[AlertEvent]]) -> None:
         with self._lock:
-            events = change(self._clock() * 1000.0)
+            events = change(self._now_ms())
         self._dispatch(events)
 
     def add_alert(self, rule: AlertRule) -> None:

@@ -106,7 +106,6 @@ class LatencyTracker:
         self.window_size = window_size
         self.max_endpoints = max_endpoints
         self.bounds_seconds = bounds
-        self._bounds_ms = tuple(b * 1000.0 for b in bounds)
         self._endpoints: dict[str, _Endpoint] = {}
         self.dropped_observations = 0  # observations of endpoints beyond the cap
         self.total_count = 0
@@ -120,10 +119,11 @@ class LatencyTracker:
             if len(self._endpoints) >= self.max_endpoints:
                 self.dropped_observations += 1
                 return False
-            ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self._bounds_ms))
+            ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self.bounds_seconds))
         ep.window.append(latency_ms)
         ep.sorted_cache = None
-        ep.buckets[bisect_left(self._bounds_ms, latency_ms)] += 1
+        # Compare in seconds: 1.001 * 1000.0 is 1000.9999999999999, 1001 / 1000 is 1.001.
+        ep.buckets[bisect_left(self.bounds_seconds, latency_ms / 1000.0)] += 1
         ep.count += 1
         ep.sum_ms += latency_ms
         self.total_count += 1
