@@ -14,6 +14,7 @@ call records a sample at once (the seed's "Manual Recording") and alerts are eva
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -61,17 +62,17 @@ def check_interval_ms(interval_ms: object) -> int:
 
 def check_gauge(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if v != v or v in (float("inf"), float("-inf")) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {value!r:.40}")
+    v = float(value) if abs(value) < 1e300 else math.inf  # a huge int: no OverflowError
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r:.40}")
     return v
 
 
 def check_count(name: str, value: object) -> float:
     v = check_gauge(name, value)
     if not v.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {value!r:.40}")
     return v
 
 

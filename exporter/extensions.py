@@ -5,16 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from exporter.labels import check_name
+
 EXTENSION_STATES: tuple[str, ...] = ("running", "stopped", "crashed", "starting")
 MAX_EXTENSION_ID_LENGTH = 128
 
 
 def validate_extension(extension_id: object, status: object) -> tuple[str, str]:
     """Return the checked pair or raise ValueError naming what is wrong."""
-    if not isinstance(extension_id, str) or not extension_id:
-        raise ValueError("extension id must be a non-empty string")
-    if len(extension_id) > MAX_EXTENSION_ID_LENGTH:
-        raise ValueError(f"extension id is longer than {MAX_EXTENSION_ID_LENGTH} characters")
+    check_name("extension id", extension_id, MAX_EXTENSION_ID_LENGTH)
     if status not in EXTENSION_STATES:
         raise ValueError(
             f"extension status must be one of {', '.join(EXTENSION_STATES)}; got {status!r}"

@@ -14,6 +14,8 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
+from exporter.labels import check_name
+
 # Prometheus' default buckets (seconds): the seed's 500 ms / 1000 ms thresholds are bounds.
 DEFAULT_BUCKETS_SECONDS: tuple[float, ...] = (
     0.005,
@@ -75,15 +77,12 @@ class _Endpoint:
 
 def validate_latency(endpoint: object, latency_ms: object) -> tuple[str, float]:
     """Return the checked pair or raise ValueError naming what is wrong."""
-    if not isinstance(endpoint, str) or not endpoint:
-        raise ValueError("endpoint must be a non-empty string")
-    if len(endpoint) > MAX_ENDPOINT_LENGTH:
-        raise ValueError(f"endpoint is longer than {MAX_ENDPOINT_LENGTH} characters")
+    check_name("endpoint", endpoint, MAX_ENDPOINT_LENGTH)
     if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float):
         raise ValueError("latency must be a number of milliseconds")
-    value = float(latency_ms)
+    value = float(latency_ms) if abs(latency_ms) < 1e300 else math.inf  # no OverflowError
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"latency must be a finite number >= 0, got {latency_ms!r}")
+        raise ValueError(f"latency must be a finite number >= 0, got {latency_ms!r:.40}")
     return endpoint, value
 
 

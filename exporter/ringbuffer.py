@@ -114,10 +114,7 @@ def stats_of(values: array) -> SeriesStats:
     """Stats of a window; fsum keeps the average exact-rounded whatever the magnitudes."""
     if not values:
         return EMPTY_STATS
-    return SeriesStats(
-        sample_count=len(values),
-        latest=values[-1],
-        average=math.fsum(values) / len(values),
-        min=min(values),
-        max=max(values),
-    )
+    lo, hi = min(values), max(values)
+    # fsum/n can round past the extremes (3x/3 != x for some x): keep the mean between them.
+    average = min(max(math.fsum(values) / len(values), lo), hi)
+    return SeriesStats(len(values), values[-1], average, lo, hi)
