@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 from exporter import __version__
-from exporter.endpoint import MetricsEndpoint
+from exporter.daemon import Daemon, DaemonOptions
 
 
 def _positive_seconds(text: str) -> float:
@@ -32,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon (the default)")
     for p in (parser, run):
         p.add_argument(
+            "--listen",
+            default=None,
+            metavar="HOST:PORT",
+            help="address to serve on (default :9001, every interface)",
+        )
+        p.add_argument(
             "--interval",
             type=_positive_seconds,
             default=None,
@@ -51,16 +55,16 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    endpoint = MetricsEndpoint()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    interval_ms = 60_000 if args.interval is None else int(args.interval * 1000)
-    endpoint.start_collection(interval_ms)
-    logging.getLogger("exporter").info("collecting every %d ms", interval_ms)
-    stop.wait()
-    endpoint.close()
-    return 0
+    options = DaemonOptions(
+        listen=args.listen or ":9001",
+        interval_ms=60_000 if args.interval is None else int(args.interval * 1000),
+    )
+    try:
+        daemon = Daemon(options)
+    except (OSError, ValueError) as e:
+        print(f"crankshaft-exporter: cannot start: {e}", file=sys.stderr)
+        return 1
+    return daemon.run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,11 +29,13 @@ class Meta:
     collection_interval_ms: int
 
 
-def _series_doc(name: str, unit: str, times: Any, values: Any) -> dict[str, Any]:
+def _series_doc(
+    name: str, unit: str, times: Any, values: Any, with_samples: bool = True
+) -> dict[str, Any]:
     st = stats_of(values)
     # Counts are whole numbers; the seed prints them as such ("latest": 8).
     conv: Any = int if unit == "count" else float
-    return {
+    doc = {
         "name": name,
         "unit": unit,
         "sample_count": st.sample_count,
@@ -41,14 +43,21 @@ def _series_doc(name: str, unit: str, times: Any, values: Any) -> dict[str, Any]
         "average": st.average,
         "min": None if st.min is None else conv(st.min),
         "max": None if st.max is None else conv(st.max),
-        "samples": [
-            {"timestamp": int(t), "value": conv(v)} for t, v in zip(times, values, strict=True)
-        ],
     }
+    if with_samples:
+        doc["samples"] = [
+            {"timestamp": int(t), "value": conv(v)} for t, v in zip(times, values, strict=True)
+        ]
+    return doc
 
 
-def metrics_document(store: MetricStore, meta: Meta, last_n: int | None = None) -> dict[str, Any]:
-    """The seed's ``GET /metrics`` document: every series over its newest ``last_n`` samples."""
+def metrics_document(
+    store: MetricStore, meta: Meta, last_n: int | None = None, with_samples: bool = True
+) -> dict[str, Any]:
+    """The seed's ``GET /metrics`` document: every series over its newest ``last_n`` samples.
+
+    ``with_samples=False`` leaves the sample arrays out, for the incremental JSON renderer.
+    """
     doc: dict[str, Any] = {
         "timestamp": int(meta.timestamp_ms),
         "uptime_ms": int(meta.uptime_ms),
@@ -58,7 +67,7 @@ def metrics_document(store: MetricStore, meta: Meta, last_n: int | None = None) 
     for info in SERIES:
         buf = store.series[info.key]
         doc[info.json_key] = _series_doc(
-            info.key, info.unit, buf.timestamps(last_n), buf.values(last_n)
+            info.key, info.unit, buf.timestamps(last_n), buf.values(last_n), with_samples
         )
     doc["extensions"] = store.extensions.statuses()
     doc["latency_breakdown"] = {

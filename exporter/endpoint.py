@@ -34,6 +34,7 @@ from exporter.documents import (
     summary_document,
 )
 from exporter.extensions import validate_extension
+from exporter.ingest import Batch
 from exporter.latency import HistogramSnapshot, validate_latency
 from exporter.sources.base import Source
 from exporter.sources.process import ProcessSource
@@ -140,12 +141,14 @@ class MetricsEndpoint:
         self._pending: dict[str, float] = {}
         self._collections = 0
         self._last_collection_seconds: float | None = None
+        self._last_collection_at: float | None = None
         self._errors: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._collect_lock = threading.Lock()  # one tick at a time, whoever calls it
-        self._registry: Any = None
+        self._renderer: Any = None
+        self._json_renderer: Any = None
         # The seed's four signals, plus every alert transition for notifiers.
         self.metrics_collected = _Signal("metrics_collected")
         self.alert_triggered = _Signal("alert_triggered")
@@ -219,6 +222,11 @@ class MetricsEndpoint:
         return self._interval_ms
 
     def _run(self) -> None:
+        # A first tick right after start would read CPU over a window too short to mean
+        # anything (or the exporter's own start-up burst): wait for the sources to warm up.
+        warmup = max((s.warmup_seconds() for s in self._sources), default=0.0)
+        if warmup and self._stop.wait(warmup):
+            return
         last: float | None = None
         while not self._stop.is_set():
             interval = self._interval_ms / 1000.0
@@ -260,9 +268,14 @@ class MetricsEndpoint:
                 self._errors.update(failed)
                 self._collections += 1
                 self._last_collection_seconds = time.perf_counter() - started
+                self._last_collection_at = time.monotonic()
         self._dispatch(events)
         self.metrics_collected.emit()
         return events
+
+    def seconds_since_last_collection(self) -> float | None:
+        at = self._last_collection_at
+        return None if at is None else time.monotonic() - at
 
     def target_up(self) -> bool | None:
         """Whether a sampled target process exists; None if no process is sampled."""
@@ -367,6 +380,30 @@ class MetricsEndpoint:
             events = self._append_and_evaluate({"request_latency": average})
         self._dispatch(events)
 
+    def record_batch(self, batch: Batch) -> int:
+        """Apply a validated ingest batch atomically; returns latency observations dropped
+        by the endpoint cap."""
+        events: list[AlertEvent] = []
+        dropped = 0
+        with self._lock:
+            now_ms = self._now_ms()
+            for ext, status in batch.extensions:
+                self.store.extensions.set(ext, status, now_ms)
+            observe = self.store.latency.observe
+            for endpoint, ms in batch.latencies:
+                if not observe(endpoint, ms):
+                    dropped += 1
+            if self._thread is not None:
+                self._pending.update(batch.gauges)
+            else:
+                values = dict(batch.gauges)
+                average = self.store.latency.take_interval_average()
+                if average is not None:
+                    values["request_latency"] = average
+                events = self._append_and_evaluate(values)
+        self._dispatch(events)
+        return dropped
+
     # --- retrieval -------------------------------------------------------------------------
 
     def _meta(self) -> Meta:
@@ -381,6 +418,17 @@ class MetricsEndpoint:
         """The seed's /metrics document; ``last_n`` < 0 means every stored sample."""
         with self._lock:
             return metrics_document(self.store, self._meta(), None if last_n < 0 else last_n)
+
+    def render_metrics_json(self, last_n: int = -1) -> bytes:
+        """``get_metrics(last_n)`` as JSON text, from incrementally cached sample text."""
+        from exporter.json_render import MetricsJsonRenderer
+
+        with self._lock:
+            if self._json_renderer is None:
+                self._json_renderer = MetricsJsonRenderer()
+            return self._json_renderer.render(
+                self.store, self._meta(), None if last_n < 0 else last_n
+            )
 
     def get_metrics_summary(self) -> dict[str, Any]:
         with self._lock:
@@ -441,11 +489,15 @@ class MetricsEndpoint:
 
     def export_prometheus(self, openmetrics: bool = False) -> str:
         """Prometheus text format 0.0.4, or OpenMetrics 1.0 when asked for."""
-        from exporter.exposition import build_registry, render  # prometheus_client is heavy
+        return self.render_exposition(openmetrics).decode()
 
-        if self._registry is None:
-            self._registry = build_registry(self)
-        return render(self._registry, openmetrics=openmetrics).decode()
+    def render_exposition(self, openmetrics: bool = False) -> bytes:
+        """The exposition as bytes, as the HTTP server sends it."""
+        from exporter.exposition import ExpositionRenderer  # prometheus_client is heavy
+
+        if self._renderer is None:
+            self._renderer = ExpositionRenderer()
+        return self._renderer.render(self.exposition_snapshot(), openmetrics)
 
     def export_json(self) -> dict[str, Any]:
         """Everything kept: the /metrics document over the whole history."""

@@ -19,6 +19,7 @@ def check_name(what: str, value: object, max_length: int) -> str:
         raise ValueError(f"{what} is longer than {max_length} characters")
     bad = _FORBIDDEN.search(value)
     if bad is not None:
-        raise ValueError(f"{what} contains a control character or lone surrogate "
-                         f"(U+{ord(bad.group()):04X})")
+        raise ValueError(
+            f"{what} contains a control character or lone surrogate (U+{ord(bad.group()):04X})"
+        )
     return value

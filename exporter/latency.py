@@ -13,6 +13,7 @@ import math
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
+from itertools import accumulate
 
 from exporter.labels import check_name
 
@@ -167,12 +168,8 @@ class LatencyTracker:
     def histograms(self) -> dict[str, HistogramSnapshot]:
         out = {}
         for name, ep in self._endpoints.items():
-            running, cumulative = 0, []
-            for c in ep.buckets:
-                running += c
-                cumulative.append(running)
             out[name] = HistogramSnapshot(
-                self.bounds_seconds, tuple(cumulative), ep.count, ep.sum_ms / 1000.0
+                self.bounds_seconds, tuple(accumulate(ep.buckets)), ep.count, ep.sum_ms / 1000.0
             )
         return out
 

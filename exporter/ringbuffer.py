@@ -31,7 +31,7 @@ EMPTY_STATS = SeriesStats(0, None, None, None, None)
 class RingBuffer:
     """Circular buffer of the newest ``capacity`` samples.  Not locked: the store locks."""
 
-    __slots__ = ("_capacity", "_count", "_head", "_times", "_values")
+    __slots__ = ("_capacity", "_count", "_head", "_times", "_values", "appended", "epoch")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -42,6 +42,10 @@ class RingBuffer:
         self._values = array("d", [0.0]) * capacity
         self._head = 0  # index the next sample is written to
         self._count = 0
+        # Renderers cache per-sample work keyed by these: ``appended`` numbers samples,
+        # ``epoch`` changes whenever stored samples are rewritten rather than appended.
+        self.appended = 0
+        self.epoch = 0
 
     @property
     def capacity(self) -> int:
@@ -62,10 +66,12 @@ class RingBuffer:
         self._head = 0 if head == self._capacity else head
         if self._count < self._capacity:
             self._count += 1
+        self.appended += 1
 
     def clear(self) -> None:
         self._head = 0
         self._count = 0
+        self.epoch += 1
 
     def _window(self, column: array, last_n: int | None) -> array:
         """The newest ``last_n`` entries of a column (all if None/negative), oldest first."""
@@ -98,13 +104,18 @@ class RingBuffer:
 
     def resize(self, capacity: int) -> None:
         """Change capacity, keeping the newest samples that still fit."""
+        if capacity < 1:
+            raise ValueError(f"ring buffer capacity must be at least 1, got {capacity}")
         if capacity == self._capacity:
             return
-        times, values = self.timestamps(), self.values()
-        keep = min(len(values), capacity)
-        self.__init__(capacity)  # type: ignore[misc]
-        for t, v in zip(times[len(times) - keep :], values[len(values) - keep :], strict=True):
-            self.append(t, v)
+        keep = min(self._count, capacity)
+        times, values = self.timestamps(keep), self.values(keep)
+        self._times = times + array("d", [0.0]) * (capacity - keep)
+        self._values = values + array("d", [0.0]) * (capacity - keep)
+        self._capacity = capacity
+        self._count = keep
+        self._head = keep % capacity
+        self.epoch += 1
 
     def stats(self, last_n: int | None = None) -> SeriesStats:
         return stats_of(self.values(last_n))

@@ -24,5 +24,10 @@ class Source(ABC):
     @abstractmethod
     def collect(self) -> Mapping[str, float]: ...
 
+    def warmup_seconds(self) -> float:
+        """How long until a reading means something (e.g. a CPU rate needs a window); the
+        collector delays its first tick by the longest of these."""
+        return 0.0
+
     def close(self) -> None:  # noqa: B027 - a real default, not a forgotten abstract
         """Release descriptors or sockets; the default holds none."""

@@ -127,6 +127,11 @@ class ProcessSource(Source):
                 lifetime += ticks / CLK_TCK / alive * 100.0
         return lifetime
 
+    def warmup_seconds(self) -> float:
+        if self._prev_time is None:
+            return 0.0
+        return max(0.0, MIN_CPU_WINDOW_S - (self._clock() - self._prev_time))
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -165,6 +166,13 @@ def test_name_target_matches_comm(tmp_path, children):
     shutil.copy(shutil.which("sleep"), exe)
     procs = [subprocess.Popen([str(exe), "60"]) for _ in range(2)]
     try:
+        # Popen returns once exec has closed its pipe, which the kernel does just before it
+        # renames the process: wait for the new comm rather than race it.
+        for p in procs:
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{p.pid}/comm").read_text().strip() != name:
+                assert time.monotonic() < deadline, "child never took its new name"
+                os.sched_yield()
         assert sorted(NameFinder(name).find()) == sorted(p.pid for p in procs)
         assert NameFinder(name + "x").find() == []
     finally:

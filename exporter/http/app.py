@@ -1,0 +1,256 @@
+"""The routes of port 9001, independent of the socket server so they can be tested alone.
+
+Every failure a client can cause is an :class:`HttpError` rendered as ``{"error": "..."}``
+with its status; anything else that escapes a handler is a bug, logged and answered 500
+without details.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from exporter.endpoint import MetricsEndpoint
+from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
+from exporter.ingest import BatchError, decode_json, parse_batch
+
+log = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/json"
+CSV_CONTENT_TYPE = "text/csv; charset=utf-8; header=present"
+GZIP_MIN_BYTES = 1024
+MAX_LAST_N_DIGITS = 12
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    max_body_bytes: int = 1_048_576
+    request_timeout_s: float = 10.0
+    ingest_allow: tuple[Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    ingest_token: str | None = None
+    max_connections: int = 64
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    client_ip: str
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(doc: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps({"error": message}).encode(), headers=headers or {})
+
+
+def _last_n(query: dict[str, list[str]]) -> int:
+    """The seed's ``last_n``: a count of newest samples; absent or -1 means all of them."""
+    values = query.get("last_n")
+    if not values:
+        return -1
+    if len(values) > 1:
+        raise HttpError(400, "last_n: give it once")
+    text = values[0].strip()
+    if text == "-1":
+        return -1
+    if not text.isdigit() or not text.isascii() or len(text) > MAX_LAST_N_DIGITS:
+        raise HttpError(
+            400, f"last_n: must be a whole number >= 0 (or -1 for all), got {text[:20]!r}"
+        )
+    return int(text)
+
+
+class App:
+    def __init__(
+        self,
+        endpoint: MetricsEndpoint,
+        settings: HttpSettings | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.settings = settings or HttpSettings()
+        self._monotonic = monotonic
+        self._openapi: bytes | None = None
+        self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
+            "/metrics": {"GET": self.metrics},
+            "/metrics/summary": {"GET": self.summary},
+            "/metrics/alerts": {"GET": self.alerts},
+            "/metrics/prometheus": {"GET": self.prometheus},
+            "/metrics/csv": {"GET": self.csv},
+            "/metrics/record": {"POST": self.record},
+            "/healthz": {"GET": self.healthz},
+            "/openapi.yaml": {"GET": self.openapi},
+        }
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def allowed_methods(self, path: str) -> list[str] | None:
+        methods = self.routes.get(path)
+        if methods is None:
+            return None
+        allowed = list(methods)
+        if "GET" in methods:
+            allowed.append("HEAD")
+        return allowed
+
+    def handle(self, request: Request) -> Response:
+        try:
+            response = self._route(request)
+        except HttpError as e:
+            response = error_response(e.status, e.message, e.headers)
+        except Exception:
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            response = error_response(500, "internal error; see the exporter's log")
+        return self._maybe_gzip(request, response)
+
+    def _route(self, request: Request) -> Response:
+        methods = self.routes.get(request.path)
+        if methods is None:
+            raise HttpError(404, f"no such route: {request.path[:200]}")
+        method = "GET" if request.method == "HEAD" else request.method
+        handler = methods.get(method)
+        if handler is None:
+            allowed = ", ".join(self.allowed_methods(request.path) or [])
+            raise HttpError(
+                405, f"{request.method[:20]} is not allowed here; use {allowed}", {"Allow": allowed}
+            )
+        return handler(request)
+
+    def _maybe_gzip(self, request: Request, response: Response) -> Response:
+        response.headers.setdefault("Vary", "Accept-Encoding")
+        if len(response.body) >= GZIP_MIN_BYTES and accepts_gzip(
+            request.headers.get("accept-encoding")
+        ):
+            response.body = gzip.compress(response.body, compresslevel=5)
+            response.headers["Content-Encoding"] = "gzip"
+        return response
+
+    # --- routes ----------------------------------------------------------------------------
+
+    def metrics(self, request: Request) -> Response:
+        """JSON for people and dashboards; exposition for a Prometheus on the default path."""
+        query = parse_qs(request.query)
+        chosen = choose(request.headers.get("accept"), [JSON, OPENMETRICS, TEXT])
+        if chosen != JSON:
+            return self._exposition(chosen == OPENMETRICS)
+        response = Response(200, self.endpoint.render_metrics_json(_last_n(query)))
+        response.headers["Vary"] = "Accept, Accept-Encoding"
+        return response
+
+    def prometheus(self, request: Request) -> Response:
+        chosen = choose(request.headers.get("accept"), [TEXT, OPENMETRICS])
+        return self._exposition(chosen == OPENMETRICS)
+
+    def _exposition(self, openmetrics: bool) -> Response:
+        body = self.endpoint.render_exposition(openmetrics)
+        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+        return Response(200, body, content_type, {"Vary": "Accept, Accept-Encoding"})
+
+    def summary(self, request: Request) -> Response:
+        return json_response(self.endpoint.get_metrics_summary())
+
+    def alerts(self, request: Request) -> Response:
+        return json_response(self.endpoint.get_alerts())
+
+    def csv(self, request: Request) -> Response:
+        text = self.endpoint.export_csv(_last_n(parse_qs(request.query)))
+        return Response(200, text.encode(), CSV_CONTENT_TYPE)
+
+    def healthz(self, request: Request) -> Response:
+        """Healthy while the collector keeps its schedule (a stuck loop turns this 503)."""
+        ep = self.endpoint
+        age = ep.seconds_since_last_collection()
+        limit = 2 * ep.collection_interval_ms / 1000.0 + 5.0
+        healthy = ep.is_collecting() and age is not None and age <= limit
+        doc = {
+            "status": "ok" if healthy else "unhealthy",
+            "is_collecting": ep.is_collecting(),
+            "seconds_since_last_collection": age,
+            "collection_interval_ms": ep.collection_interval_ms,
+            "target_up": ep.target_up(),
+        }
+        return json_response(doc, 200 if healthy else 503)
+
+    def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = resources.files("exporter.http").joinpath("openapi.yaml").read_bytes()
+        return Response(200, self._openapi, "application/yaml")
+
+    def record(self, request: Request) -> Response:
+        self._authorize_write(request)
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise HttpError(415, "send the batch as Content-Type: application/json")
+        try:
+            batch = parse_batch(decode_json(request.body))
+        except BatchError as e:
+            raise HttpError(400, str(e)) from None
+        dropped = self.endpoint.record_batch(batch)
+        return json_response(
+            {
+                "accepted": {
+                    "gauges": len(batch.gauges),
+                    "extensions": len(batch.extensions),
+                    "latency_observations": len(batch.latencies) - dropped,
+                },
+                "dropped_latency_observations": dropped,
+            }
+        )
+
+    def _authorize_write(self, request: Request) -> None:
+        token = self.settings.ingest_token
+        auth = request.headers.get("authorization", "")
+        if token is not None and auth:
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(
+                given.strip().encode(), token.encode()
+            ):
+                return
+            raise HttpError(403, "the bearer token is not valid for writing")
+        try:
+            ip = ipaddress.ip_address(request.client_ip.split("%")[0])
+        except ValueError:
+            raise HttpError(403, "writing is not allowed from this client") from None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.settings.ingest_allow):
+            return
+        hint = " (send a bearer token)" if token is not None else ""
+        raise HttpError(403, f"writing is not allowed from {ip}{hint}")

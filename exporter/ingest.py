@@ -1,0 +1,121 @@
+"""Batched recording from outside the process (``POST /metrics/record``).
+
+A batch is validated as a whole before anything is applied, so a client's mistake in the
+last observation cannot leave half a batch recorded.  The document::
+
+    {
+      "memory_mb": 256.5, "cpu_percent": 45.3,
+      "active_connections": 12, "total_connections": 150,
+      "extensions": {"media-player": "running"},
+      "latency_ms": {"/api/play": [85.2, 91.0], "/api/settings/get": 15.2}
+    }
+
+Every key is optional, but a batch must carry something.  Field names are the seed's
+summary names; ``latency_ms`` maps an endpoint to one observation or a list of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.extensions import validate_extension
+from exporter.latency import validate_latency
+
+# Document field -> (series key, whole number?)
+GAUGE_FIELDS: dict[str, tuple[str, bool]] = {
+    "memory_mb": ("memory_usage", False),
+    "cpu_percent": ("cpu_usage", False),
+    "active_connections": ("active_connections", True),
+    "total_connections": ("total_connections", True),
+}
+FIELDS = (*GAUGE_FIELDS, "extensions", "latency_ms")
+MAX_OBSERVATIONS = 100_000  # per batch; the body-size limit usually bites first
+
+
+class BatchError(ValueError):
+    """The batch is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    gauges: dict[str, float] = field(default_factory=dict)
+    extensions: list[tuple[str, str]] = field(default_factory=list)
+    latencies: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _reject_constant(name: str) -> Any:
+    raise BatchError(f"{name} is not a number JSON allows")
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, no integers too long to be numbers."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BatchError(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except BatchError:
+        raise
+    except json.JSONDecodeError as e:
+        raise BatchError(
+            f"body is not valid JSON: {e.msg} (line {e.lineno} column {e.colno})"
+        ) from None
+    except (ValueError, RecursionError) as e:  # e.g. integer with more than 4300 digits
+        raise BatchError(f"body is not usable JSON: {str(e)[:120]}") from None
+
+
+def _number(path: str, value: Any, whole: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BatchError(f"{path}: must be a number, got {type(value).__name__}")
+    v = float(value) if abs(value) < 1e300 else math.inf
+    if not math.isfinite(v) or v < 0:
+        raise BatchError(f"{path}: must be a finite number >= 0")
+    if whole and not v.is_integer():
+        raise BatchError(f"{path}: must be a whole number")
+    return v
+
+
+def parse_batch(doc: Any) -> Batch:
+    if not isinstance(doc, dict):
+        raise BatchError("body must be a JSON object")
+    unknown = sorted(set(doc) - set(FIELDS))
+    if unknown:
+        raise BatchError(f"{unknown[0]}: unknown field; known fields are {', '.join(FIELDS)}")
+    if not doc:
+        raise BatchError(f"empty batch: give at least one of {', '.join(FIELDS)}")
+    batch = Batch()
+    for name, (key, whole) in GAUGE_FIELDS.items():
+        if name in doc:
+            batch.gauges[key] = _number(name, doc[name], whole)
+    extensions = doc.get("extensions", {})
+    if not isinstance(extensions, dict):
+        raise BatchError("extensions: must be an object of extension id -> status")
+    for ext, status in extensions.items():
+        try:
+            batch.extensions.append(validate_extension(ext, status))
+        except ValueError as e:
+            raise BatchError(f"extensions[{_short(ext)}]: {e}") from None
+    latency = doc.get("latency_ms", {})
+    if not isinstance(latency, dict):
+        raise BatchError("latency_ms: must be an object of endpoint -> milliseconds or list")
+    for endpoint, observations in latency.items():
+        values = observations if isinstance(observations, list) else [observations]
+        for i, ms in enumerate(values):
+            try:
+                batch.latencies.append(validate_latency(endpoint, ms))
+            except ValueError as e:
+                where = f"[{i}]" if isinstance(observations, list) else ""
+                raise BatchError(f"latency_ms[{_short(endpoint)}]{where}: {e}") from None
+        if len(batch.latencies) > MAX_OBSERVATIONS:
+            raise BatchError(f"latency_ms: more than {MAX_OBSERVATIONS} observations in one batch")
+    return batch
+
+
+def _short(name: str) -> str:
+    """A client-supplied name, quoted and cut short, safe to echo in a message."""
+    text = json.dumps(name)
+    return text if len(text) <= 60 else text[:57] + '..."'

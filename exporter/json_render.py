@@ -1,0 +1,90 @@
+"""Fast JSON text of the seed's ``/metrics`` document, for the HTTP server.
+
+The document is mostly samples: 4 x 1440 of them for a day's history, which the stdlib json
+encoder turns into text in ~12 ms here (the goal is 3 ms).  Samples never change once
+written, so each series keeps its samples' JSON text and extends it as samples arrive; a
+request joins cached text instead of formatting thousands of numbers.  The cache costs about
+45 bytes per sample and exists only once a client has asked for the JSON history.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from typing import Any
+
+from exporter.documents import Meta, metrics_document
+from exporter.ringbuffer import RingBuffer
+from exporter.store import SERIES, MetricStore
+
+
+class SamplesJson:
+    """JSON text of one ring buffer's samples, kept in step with it incrementally."""
+
+    __slots__ = ("base", "epoch", "first", "fmt", "next", "offsets", "text")
+
+    def __init__(self, whole_numbers: bool) -> None:
+        value = "%d" if whole_numbers else "%r"
+        self.fmt = '{"timestamp":%d,"value":' + value + "},"
+        self._reset(-1, 0)
+
+    def _reset(self, epoch: int, first: int) -> None:
+        self.epoch = epoch
+        self.first = self.next = first  # sequence numbers of the first and next sample held
+        self.text = ""  # fragments, each ending in ","
+        self.offsets = array("q")  # absolute offset of each fragment
+        self.base = 0  # absolute offset of text[0]
+
+    def window(self, buf: RingBuffer, last_n: int | None) -> str:
+        """Comma-separated sample objects of the newest ``last_n`` samples (all if None)."""
+        oldest = buf.appended - len(buf)
+        if buf.epoch != self.epoch or self.next < oldest:
+            self._reset(buf.epoch, oldest)
+        new = buf.appended - self.next
+        if new:
+            fmt = self.fmt
+            frags = [fmt % tv for tv in zip(buf.timestamps(new), buf.values(new), strict=True)]
+            pos = self.base + len(self.text)
+            offsets = self.offsets
+            for frag in frags:
+                offsets.append(pos)
+                pos += len(frag)
+            self.text += "".join(frags)
+            self.next = buf.appended
+        drop = oldest - self.first
+        if drop >= len(self.offsets):
+            self._reset(buf.epoch, oldest)
+        elif drop > 0:
+            cut = self.offsets[drop] - self.base
+            self.text = self.text[cut:]
+            self.base += cut
+            del self.offsets[:drop]
+            self.first = oldest
+        n = len(buf) if last_n is None else min(last_n, len(buf))
+        if n <= 0:
+            return ""
+        start = self.offsets[len(self.offsets) - n] - self.base
+        return self.text[start:-1]
+
+
+class MetricsJsonRenderer:
+    """Holds the per-series caches; one per store, used under the endpoint's lock."""
+
+    def __init__(self) -> None:
+        self._samples = {info.key: SamplesJson(info.unit == "count") for info in SERIES}
+
+    def render(self, store: MetricStore, meta: Meta, last_n: int | None = None) -> bytes:
+        doc: dict[str, Any] = metrics_document(store, meta, last_n, with_samples=False)
+        parts = []
+        for key, value in doc.items():
+            parts.append(f"{json.dumps(key)}:")
+            info = next((s for s in SERIES if s.json_key == key), None)
+            if info is None:
+                parts.append(json.dumps(value, separators=(",", ":")))
+                parts.append(",")
+                continue
+            head = json.dumps(value, separators=(",", ":"))[:-1]
+            samples = self._samples[info.key].window(store.series[info.key], last_n)
+            parts.append(f'{head},"samples":[{samples}]}},')
+        parts[-1] = parts[-1][:-1]
+        return ("{" + "".join(parts) + "}").encode()
