@@ -7,7 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+# Installation (make install): honours PREFIX, SYSCONFDIR, UNITDIR and DESTDIR.
+PREFIX ?= /opt/crankshaft-exporter
+SYSCONFDIR ?= /etc/crankshaft-exporter
+UNITDIR ?= /etc/systemd/system
+DESTDIR ?=
+
+.PHONY: run test lint bench install uninstall clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +34,37 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+# A virtualenv at PREFIX with the package and its dependencies (journald support if
+# systemd-python builds), the default config (never overwriting an existing one), and the
+# unit with ExecStart pointing at PREFIX.  With DESTDIR the tree is staged for packaging:
+# paths inside the virtualenv are rewritten to PREFIX.
+install:
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/pip install --quiet '.[systemd]' 2>/dev/null || { \
+	  echo "note: systemd-python did not install (needs libsystemd-dev, pkg-config, gcc);" \
+	       "logging to stderr, which journald still captures" >&2; \
+	  $(DESTDIR)$(PREFIX)/bin/pip install --quiet . ; }
+	if [ -n "$(DESTDIR)" ]; then \
+	  grep -rlI -- '$(DESTDIR)$(PREFIX)' $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/pyvenv.cfg \
+	    | xargs -r sed -i 's|$(DESTDIR)$(PREFIX)|$(PREFIX)|g'; fi
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/README.md
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)
+	if [ -e $(DESTDIR)$(SYSCONFDIR)/exporter.yaml ]; then \
+	  echo "keeping existing $(SYSCONFDIR)/exporter.yaml"; \
+	else install -m 0644 config/exporter.yaml $(DESTDIR)$(SYSCONFDIR)/exporter.yaml; fi
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|/opt/crankshaft-exporter|$(PREFIX)|g' \
+	    -e 's|/etc/crankshaft-exporter|$(SYSCONFDIR)|g' \
+	    systemd/crankshaft-exporter.service > $(DESTDIR)$(UNITDIR)/crankshaft-exporter.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/crankshaft-exporter.service
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(UNITDIR)/crankshaft-exporter.service
+	rm -rf $(DESTDIR)$(PREFIX)
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "left $(SYSCONFDIR) in place (your configuration)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache

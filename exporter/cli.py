@@ -1,75 +1,131 @@
-"""Command line: ``crankshaft-exporter [run] [--interval SECONDS] [--log-level LEVEL]``."""
+"""Command line.
+
+    crankshaft-exporter [run] [--config FILE] [--listen HOST:PORT] [--interval SECONDS]
+                        [--log-level LEVEL] [--log-format FORMAT]
+    crankshaft-exporter check-config FILE
+    crankshaft-exporter default-config
+    crankshaft-exporter alert-rules [--config FILE]
+    crankshaft-exporter --version
+
+Every failure a user can cause ends with one clear line per problem on stderr and a
+non-zero exit: 2 for usage, 78 (EX_CONFIG) for an invalid configuration, 1 otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from exporter import __version__
-from exporter.daemon import Daemon, DaemonOptions
 
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0.01 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"must be between 0.01 and 86400 seconds: {text!r}")
-    return value
+EX_USAGE = 2
+EX_CONFIG = 78
+COMMANDS = ("run", "check-config", "default-config", "alert-rules")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crankshaft-exporter",
-        description="Crankshaft Performance Monitoring System as a Prometheus exporter.",
+        description="The Crankshaft Performance Monitoring System as a Prometheus exporter.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the daemon (the default)")
-    for p in (parser, run):
-        p.add_argument(
-            "--listen",
-            default=None,
-            metavar="HOST:PORT",
-            help="address to serve on (default :9001, every interface)",
-        )
-        p.add_argument(
-            "--interval",
-            type=_positive_seconds,
-            default=None,
-            help="collection interval in seconds (default 60)",
-        )
-        p.add_argument(
-            "--log-level",
-            default="INFO",
-            choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-            type=str.upper,
-            help="log threshold (default INFO)",
-        )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon (the default command)")
+    run.add_argument("--config", metavar="FILE", help="YAML config (default: built-in defaults)")
+    run.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default :9001)")
+    run.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        help="collection interval: seconds or a duration such as 30s, 1m",
+    )
+    run.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    )
+    run.add_argument("--log-format", choices=["auto", "text", "json", "journal"])
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", metavar="FILE")
+    sub.add_parser("default-config", help="print the default config, every key commented")
+    rules = sub.add_parser(
+        "alert-rules", help="print Prometheus alerting rules equal to the configured alerts"
+    )
+    rules.add_argument("--config", metavar="FILE", help="YAML config (default: built-in)")
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    options = DaemonOptions(
-        listen=args.listen or ":9001",
-        interval_ms=60_000 if args.interval is None else int(args.interval * 1000),
-    )
+def _print_problems(problems: list[str]) -> None:
+    for line in problems:
+        print(line, file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exporter.config import ConfigError
+    from exporter.daemon import Daemon, Overrides, StartupError
+
+    overrides = Overrides(args.listen, args.interval, args.log_level, args.log_format)
     try:
-        daemon = Daemon(options)
-    except (OSError, ValueError) as e:
-        print(f"crankshaft-exporter: cannot start: {e}", file=sys.stderr)
+        daemon = Daemon(args.config, overrides)
+    except ConfigError as e:
+        _print_problems(e.problems)
+        print("crankshaft-exporter: invalid configuration, not starting", file=sys.stderr)
+        return EX_CONFIG
+    except StartupError as e:
+        print(f"crankshaft-exporter: {e}", file=sys.stderr)
         return 1
     return daemon.run()
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from exporter.config import ConfigError, load_config
+
+    try:
+        load_config(args.file)
+    except ConfigError as e:
+        _print_problems(e.problems)
+        return EX_CONFIG
+    print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_default_config(args: argparse.Namespace) -> int:
+    from exporter.config import default_config_text
+
+    sys.stdout.write(default_config_text())
+    return 0
+
+
+def cmd_alert_rules(args: argparse.Namespace) -> int:
+    from exporter.config import Config, ConfigError, load_config
+    from exporter.promrules import render_rules
+
+    try:
+        config = Config.default() if args.config is None else load_config(args.config)
+    except ConfigError as e:
+        _print_problems(e.problems)
+        return EX_CONFIG
+    sys.stdout.write(render_rules(config.alerts, config.interval))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run", *argv]  # `crankshaft-exporter --listen ...` means run
     args = build_parser().parse_args(argv)
-    return run(args)
+    handlers = {
+        "run": cmd_run,
+        "check-config": cmd_check_config,
+        "default-config": cmd_default_config,
+        "alert-rules": cmd_alert_rules,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `crankshaft-exporter default-config | head`
+        return 0
 
 
 if __name__ == "__main__":

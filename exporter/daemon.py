@@ -1,7 +1,10 @@
-"""The composition root: builds the monitor and its HTTP server, runs them until told to stop.
+"""The composition root: builds everything from the configuration and runs the process.
 
-Nothing else in the package reads configuration or process-wide state; this module wires
-the pieces and owns the process lifecycle (signals, readiness).
+Nothing else in the package reads the configuration file or process-wide state.  This
+module wires the monitor, its sources, the HTTP server and the notifiers, and owns the
+lifecycle systemd sees: READY=1 once the port is bound and the first collection has run,
+WATCHDOG=1 from the collector loop, SIGHUP reloads (an invalid file keeps the running
+configuration, as Prometheus does), SIGTERM stops cleanly.
 """
 
 from __future__ import annotations
@@ -9,39 +12,230 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
+from exporter.config import Config, ConfigError, Problem, load_config
 from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import App, HttpSettings
 from exporter.http.server import ExporterServer
+from exporter.logs import setup_logging
+from exporter.sdnotify import SystemdNotifier
+from exporter.sources.base import Source
+from exporter.sources.connections import ConnectionSource
+from exporter.sources.process import ProcessSource
 
 log = logging.getLogger("exporter.daemon")
 
+RELOAD_OK = "crankshaft_config_last_reload_successful"
+RELOAD_TIME = "crankshaft_config_last_reload_success_timestamp_seconds"
+FIRST_COLLECTION_TIMEOUT_S = 20.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is the one line the user sees."""
+
 
 @dataclass(frozen=True)
-class DaemonOptions:
-    listen: str = ":9001"
-    interval_ms: int = 60_000
+class Overrides:
+    """Command-line settings that win over the file, on start and on every reload."""
+
+    listen: str | None = None
+    interval: str | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+
+
+def read_config(path: str | None, overrides: Overrides) -> Config:
+    config = Config.default() if path is None else load_config(path)
+    try:
+        return config.with_overrides(
+            listen=overrides.listen, interval=overrides.interval, log_level=overrides.log_level
+        )
+    except ValueError as e:
+        raise ConfigError([Problem("command line", None, "", str(e))]) from None
+
+
+def build_sources(config: Config) -> list[Source]:
+    sources: list[Source] = []
+    finder = config.target.finder()
+    if finder is not None:
+        sources.append(ProcessSource(finder))
+    if config.connections.port is not None:
+        sources.append(ConnectionSource(config.connections.port))
+    return sources
+
+
+def http_settings(config: Config) -> HttpSettings:
+    return HttpSettings(
+        max_body_bytes=config.http.max_body_bytes,
+        request_timeout_s=config.http.request_timeout,
+        ingest_allow=tuple(config.http.ingest_allow),
+        ingest_token=config.http.ingest_token,
+    )
 
 
 class Daemon:
-    def __init__(self, options: DaemonOptions) -> None:
-        self.options = options
-        self.endpoint = MetricsEndpoint(interval_ms=options.interval_ms)
-        self.server = ExporterServer(options.listen, App(self.endpoint, HttpSettings()))
+    def __init__(
+        self,
+        config_path: str | None,
+        overrides: Overrides | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.overrides = overrides or Overrides()
+        self.notifier = notifier or SystemdNotifier()
+        self.config = read_config(config_path, self.overrides)
+        self._log_format = setup_logging(
+            self.config.logging.level, self.overrides.log_format or self.config.logging.format
+        )
+        c = self.config
+        self.endpoint = MetricsEndpoint(
+            capacity=c.history.max_samples,
+            interval_ms=c.interval_ms,
+            rules=c.alerts,
+            sources=build_sources(c),
+            latency_window=c.latency.window,
+            max_endpoints=c.latency.max_endpoints,
+            max_extensions=c.extensions.max_extensions,
+            buckets_seconds=c.latency.buckets,
+        )
+        self.app = App(self.endpoint, http_settings(c))
+        try:
+            self.server = ExporterServer(c.listen.host, c.listen.port, self.app)
+        except OSError as e:
+            self.endpoint.close()
+            raise StartupError(f"cannot listen on {c.listen}: {e.strerror or e}") from None
         self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self._record_reload(True)
+
+    # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
-        self.endpoint.start_collection(self.options.interval_ms)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+        first = threading.Event()
+        self.endpoint.on_metrics_collected(first.set)
         self.server.start()
         host, port = self.server.server_address[:2]
         log.info(
-            "listening on %s port %d, collecting every %d ms", host, port, self.options.interval_ms
+            "listening on %s port %d, collecting every %d ms, target %s",
+            host,
+            port,
+            self.config.interval_ms,
+            self._describe_target(),
         )
-        self._stop.wait()
+        self.endpoint.start_collection(self.config.interval_ms)
+        watchdog = self.notifier.watchdog_seconds()
+        if watchdog is not None:
+            # Several pings per period, all from the collector loop: a hung loop goes silent.
+            self.endpoint.set_heartbeat(self.notifier.watchdog, watchdog / 3)
+        if not self._wait_first_collection(first):
+            return self._shutdown(0)
+        self.endpoint.metrics_collected.disconnect(first.set)
+        self.notifier.ready(self._status())
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+        return self._shutdown(0)
+
+    def _wait_first_collection(self, first: threading.Event) -> bool:
+        deadline = time.monotonic() + FIRST_COLLECTION_TIMEOUT_S
+        while not first.wait(0.1):
+            if self._stop.is_set():
+                return False
+            if time.monotonic() > deadline:
+                log.warning("first collection has not finished; reporting ready anyway")
+                break
+        return True
+
+    def _shutdown(self, code: int) -> int:
         log.info("stopping")
+        self.notifier.stopping()
         self.server.stop()
         self.endpoint.close()
-        return 0
+        log.info("stopped")
+        return code
+
+    def _on_stop_signal(self, signum: int, frame: object) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _on_reload_signal(self, signum: int, frame: object) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def _describe_target(self) -> str:
+        finder = self.config.target.finder()
+        return "none (values are pushed)" if finder is None else finder.describe()
+
+    def _status(self) -> str:
+        up = self.endpoint.target_up()
+        target = {True: "up", False: "down", None: "not sampled"}[up]
+        host, port = self.server.server_address[:2]
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return f"serving on {where}, collecting every {self.config.interval_ms} ms, target {target}"
+
+    # --- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config file; apply it if valid, else keep running as before."""
+        self.notifier.reloading()
+        try:
+            new = read_config(self.config_path, self.overrides)
+        except ConfigError as e:
+            for problem in e.problems:
+                log.error("reload rejected: %s", problem)
+            log.error("configuration reload failed; keeping the running configuration")
+            self._record_reload(False)
+            self.notifier.ready(
+                f"reload failed, running the previous configuration; {self._status()}"
+            )
+            return False
+        self._apply(new)
+        self._record_reload(True)
+        log.info("configuration reloaded from %s", self.config_path or "built-in defaults")
+        self.notifier.ready(self._status())
+        return True
+
+    def _apply(self, new: Config) -> None:
+        old, ep = self.config, self.endpoint
+        if new.listen != old.listen:
+            log.warning("listen address change (%s -> %s) needs a restart", old.listen, new.listen)
+        if new.latency.buckets != old.latency.buckets:
+            log.warning("histogram bucket changes need a restart; keeping the current buckets")
+        if (new.target, new.connections) != (old.target, old.connections):
+            ep.set_sources(build_sources(new))
+        ep.reconfigure_storage(
+            new.history.max_samples,
+            new.latency.window,
+            new.latency.max_endpoints,
+            new.extensions.max_extensions,
+        )
+        ep.set_alert_rules(new.alerts)
+        if new.interval_ms != old.interval_ms:
+            ep.set_collection_interval(new.interval_ms)
+        self.app.settings = http_settings(new)
+        if new.logging != old.logging:
+            setup_logging(new.logging.level, self.overrides.log_format or new.logging.format)
+        # Keep what only a restart can change, so the next diff compares like with like.
+        self.config = replace(
+            new, listen=old.listen, latency=replace(new.latency, buckets=old.latency.buckets)
+        )
+
+    def _record_reload(self, ok: bool) -> None:
+        self.endpoint.set_status_gauge(
+            RELOAD_OK,
+            "Whether the last configuration reload attempt was successful",
+            1 if ok else 0,
+        )
+        if ok:
+            self.endpoint.set_status_gauge(
+                RELOAD_TIME, "Timestamp of the last successful configuration reload", time.time()
+            )

@@ -35,7 +35,7 @@ from exporter.documents import (
 )
 from exporter.extensions import validate_extension
 from exporter.ingest import Batch
-from exporter.latency import HistogramSnapshot, validate_latency
+from exporter.latency import DEFAULT_BUCKETS_SECONDS, HistogramSnapshot, validate_latency
 from exporter.sources.base import Source
 from exporter.sources.process import ProcessSource
 from exporter.sources.targets import SelfFinder
@@ -92,6 +92,7 @@ class ExpositionSnapshot:
     collection_errors: dict[str, int]
     dropped_latency_observations: int
     dropped_extension_updates: int
+    status_gauges: dict[str, tuple[str, float]]
 
 
 class _Signal:
@@ -127,13 +128,17 @@ class MetricsEndpoint:
         latency_window: int = 1000,
         max_endpoints: int = 100,
         max_extensions: int = 100,
+        buckets_seconds: tuple[float, ...] = DEFAULT_BUCKETS_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._started = time.monotonic()
         self._interval_ms = check_interval_ms(interval_ms)
-        self.store = MetricStore(capacity, latency_window, max_endpoints, max_extensions)
+        self.store = MetricStore(
+            capacity, latency_window, max_endpoints, max_extensions, buckets_seconds
+        )
+        self._status_gauges: dict[str, tuple[str, float]] = {}
         self._evaluator = AlertEvaluator(rules)
         self._sources: list[Source] = (
             [ProcessSource(SelfFinder())] if sources is None else list(sources)
@@ -144,6 +149,7 @@ class MetricsEndpoint:
         self._last_collection_at: float | None = None
         self._errors: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
+        self._heartbeat: tuple[Callable[[], None] | None, float] = (None, 0.0)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._collect_lock = threading.Lock()  # one tick at a time, whoever calls it
@@ -228,6 +234,7 @@ class MetricsEndpoint:
         if warmup and self._stop.wait(warmup):
             return
         last: float | None = None
+        beat = -math.inf
         while not self._stop.is_set():
             interval = self._interval_ms / 1000.0
             now = time.monotonic()
@@ -240,8 +247,26 @@ class MetricsEndpoint:
                     log.exception("collection failed")
                     with self._lock:
                         self._errors["collector"] += 1
-            self._wake.wait(max(0.0, last + self._interval_ms / 1000.0 - time.monotonic()))
+            heartbeat, every = self._heartbeat
+            if heartbeat is not None and time.monotonic() - beat >= every:
+                beat = time.monotonic()
+                try:
+                    heartbeat()
+                except Exception:
+                    log.exception("heartbeat failed")
+            due = last + self._interval_ms / 1000.0
+            if heartbeat is not None:
+                due = min(due, beat + every)
+            self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
+
+    def set_heartbeat(self, callback: Callable[[], None] | None, every_seconds: float) -> None:
+        """Call ``callback`` from the collector loop at least every ``every_seconds``.
+
+        The systemd watchdog is fed this way: if the loop hangs, the pings stop.
+        """
+        self._heartbeat = (callback, every_seconds)
+        self._wake.set()
 
     def collect_now(self) -> list[AlertEvent]:
         """One collection tick: read sources, store samples, evaluate alerts, notify."""
@@ -457,6 +482,7 @@ class MetricsEndpoint:
                 collection_errors=dict(self._errors),
                 dropped_latency_observations=self.store.latency.dropped_observations,
                 dropped_extension_updates=self.store.extensions.dropped_updates,
+                status_gauges=dict(self._status_gauges),
             )
 
     # --- alert management ------------------------------------------------------------------
@@ -507,6 +533,31 @@ class MetricsEndpoint:
         with self._lock:
             header, rows = csv_rows(self.store, None if last_n < 0 else last_n)
         return render_csv(header, rows)
+
+    # --- reconfiguration (config reload) ----------------------------------------------------
+
+    def set_sources(self, sources: Iterable[Source]) -> None:
+        """Replace the sources; the old ones are closed after the current tick."""
+        new = list(sources)
+        with self._collect_lock:
+            old, self._sources = self._sources, new
+        for source in old:
+            if source not in new:
+                source.close()
+
+    def reconfigure_storage(
+        self, capacity: int, latency_window: int, max_endpoints: int, max_extensions: int
+    ) -> None:
+        """Apply new limits keeping what is recorded (the newest samples that still fit)."""
+        with self._lock:
+            self.store.resize(capacity)
+            self.store.latency.reconfigure(latency_window, max_endpoints)
+            self.store.extensions.max_extensions = max_extensions
+
+    def set_status_gauge(self, name: str, help_text: str, value: float) -> None:
+        """An extra gauge about the exporter itself (e.g. the last config reload's outcome)."""
+        with self._lock:
+            self._status_gauges[name] = (help_text, value)
 
     def close(self) -> None:
         self.stop_collection()

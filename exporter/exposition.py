@@ -150,6 +150,8 @@ class ExpositionRenderer:
             labels(version=__version__, python_version=platform.python_version()),
             1,
         )
+        for name, (doc, value) in sorted(snap.status_gauges.items()):
+            w.gauge(name, doc, value)
         self._process_metrics(w)
         if openmetrics:
             w.parts.append("# EOF\n")

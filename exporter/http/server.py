@@ -24,16 +24,6 @@ from exporter.http.app import App, Request, error_response
 log = logging.getLogger(__name__)
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` (every interface) or ``[V6]:PORT`` -> (host, port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"listen address must be HOST:PORT with a port 0-65535, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port_text)
-
-
 class ExporterHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"crankshaft-exporter/{__version__}"
@@ -128,8 +118,8 @@ class ExporterServer(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, listen: str, app: App) -> None:
-        host, port = parse_listen(listen)
+    def __init__(self, host: str, port: int, app: App) -> None:
+        """``host`` "" binds every interface (IPv6 and IPv4 where the kernel can)."""
         self.app = app
         self._dualstack = False
         if host in ("", "::", "*") and socket.has_dualstack_ipv6():

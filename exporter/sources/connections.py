@@ -3,17 +3,38 @@
 Why netlink rather than /proc/net/tcp: ``/proc/net/tcp{,6}`` prints every TCP socket of the
 network namespace as a 150-byte text line and we would parse all of them to keep a handful;
 with 1000 sockets one read of both files costs ~9-17 ms, every tick.  An ``inet_diag`` dump
-(``NETLINK_SOCK_DIAG``, ``SOCK_DIAG_BY_FAMILY`` with ``inet_diag_req_v2``) lets the kernel do
-the filtering: ``idiag_states`` keeps only ``TCP_ESTABLISHED`` and an ``INET_DIAG_REQ_BYTECODE``
-program keeps only sockets whose local port is ours, so only matching sockets are copied out,
-as fixed binary records that ``struct`` unpacks without text parsing.
+(``NETLINK_SOCK_DIAG``) lets the kernel do the filtering: ``idiag_states`` keeps only
+``TCP_ESTABLISHED``, ``id.idiag_sport`` plus an ``INET_DIAG_REQ_BYTECODE`` program keep only
+sockets whose local port is ours, so only matching sockets are copied out, as fixed binary
+records that ``struct`` unpacks without text parsing.
 
-Where the time goes: each dump (one per family) makes the kernel walk every bucket of the TCP
-established hash (``/proc/sys/net/ipv4/tcp_ehash_entries``, sized from RAM); that walk, not
-Python, sets the floor: ~1.5 ms per family with 262144 buckets on a 2-vCPU VM, plus ~1-2 us
-per matching socket.  Reading /proc walks the same hash and formats every socket as text.
-The socket is kept open between calls: the kernel then sizes dump batches from our earlier
-32 KiB reads instead of starting with 4 KiB ones.
+One dump for both families.  The kernel keeps IPv4 and IPv6 TCP sockets in one established
+hash and every dump walks all of its buckets (``/proc/sys/net/ipv4/tcp_ehash_entries``, sized
+from RAM: 262144 on a 24 GiB VM, ~1.4 ms per walk there); the family of the request is only a
+per-socket test inside that walk, and ``idiag_sport`` is one too: no request field makes a dump
+skip buckets.  So we send the legacy ``TCPDIAG_GETSOCK`` dump (``struct inet_diag_req``): the
+kernel's ``inet_diag_dump_compat`` turns it into an ``inet_diag_req_v2`` with family
+``AF_UNSPEC``, which matches IPv4 and IPv6 sockets alike, and it honours the same state mask,
+``idiag_sport`` and bytecode (both request kinds go through the same dump code).  That is one
+walk where two ``SOCK_DIAG_BY_FAMILY`` dumps (AF_INET, then AF_INET6) cost two.  Each socket
+sits in the hash once, so each connection is reported once: an IPv4 client of a dual-stack
+(``::``, ``IPV6_V6ONLY=0``) listener is an AF_INET6 socket with a v4-mapped address, just as
+/proc/net/tcp6 shows it.  Not asking for LISTEN (or the 6.x "bound inactive" state) skips the
+listening and bind hashes entirely; asking for no state at all skips every walk (~10 us), which
+is how the benchmark measures the walk on its own.  Should a kernel refuse the legacy request
+(``EINVAL``/``EOPNOTSUPP``), the instance falls back to the two per-family dumps for good.
+
+Where the time goes: the walk above is the floor whatever the port has, plus ~0.3 us for each
+TCP socket of the host in the hash (locking its bucket, testing state and port: the filters
+cost about the same whichever of ``idiag_sport`` and the bytecode rejects it); each matching
+socket then adds ~1 us in the kernel (building and copying a ~124-byte record, with a ``recv``
+per 32 KiB) and ~0.5 us of Python to unpack it into a set.  Reading /proc walks the same hash
+and formats every socket as text.  Only a smaller hash shrinks the floor, and that is the
+host's choice, not a request's: the ``thash_entries=`` boot parameter, or
+``net.ipv4.tcp_child_ehash_entries`` set before creating the network namespace the service
+runs in (the dump walks that namespace's own table then).  The socket is kept open between
+calls: the kernel then sizes dump batches from our earlier 32 KiB reads instead of starting
+with 4 KiB ones.
 
 What is counted: sockets in state ESTABLISHED whose *local* port is the given port, i.e. the
 server side of connections to a service listening there (including connections the kernel has
@@ -61,6 +82,7 @@ NLM_F_REQUEST = 0x01
 NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
+TCPDIAG_GETSOCK = 18  # legacy inet_diag_req dump: family AF_UNSPEC, i.e. IPv4 and IPv6 at once
 SOCK_DIAG_BY_FAMILY = 20
 INET_DIAG_REQ_BYTECODE = 1
 INET_DIAG_BC_S_GE = 2
@@ -68,16 +90,20 @@ INET_DIAG_BC_S_LE = 3
 TCP_ESTABLISHED = 1
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid (host byte order)
-# inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed 48-byte inet_diag_sockid.
-_REQ_V2 = struct.Struct("=BBBxI48x")
+_NLMSG_LEN_TYPE_SEQ = struct.Struct("=IH2xI4x")  # the header fields the reply loop needs
+# Both requests carry an inet_diag_sockid (48 bytes) whose first field, idiag_sport, is a
+# big-endian port the kernel compares with each socket's local port; the rest stays zero.
+# inet_diag_req_v2: family, protocol, ext, pad, states, id.
+_REQ_V2 = struct.Struct("=BBBxI2s46x")
+# inet_diag_req: family (ignored by a dump), src_len, dst_len, ext, id, states, dbs.
+_REQ_COMPAT = struct.Struct("=B3x2s46xII")
 _NLATTR = struct.Struct("=HH")  # nla_len, nla_type
 _BC_OP = struct.Struct("=BBH")  # inet_diag_bc_op: code, yes, no (host byte order)
-# The inet_diag_sockid inside an inet_diag_msg, after its 4 one-byte fields: ports and
-# addresses are big-endian.  AF_INET uses only the first 4 bytes of each 16-byte address.
-_MSG_ID = {
-    socket.AF_INET: struct.Struct("!BxxxHH4s12x4s"),
-    socket.AF_INET6: struct.Struct("!BxxxHH16s16s"),
-}
+# The inet_diag_sockid inside an inet_diag_msg, after its 4 one-byte fields (the first is the
+# socket's family): ports and addresses are big-endian.  AF_INET uses only the first 4 bytes
+# of each 16-byte address.
+_MSG_ID4 = struct.Struct("!4xHH4s12x4s")
+_MSG_ID6 = struct.Struct("!4xHH16s16s")
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _RECV_BUFSIZE = 1 << 17  # the kernel caps a dump skb at 32 KiB; room to spare
 _RECV_TIMEOUT = struct.pack("@ll", 2, 0)  # SO_RCVTIMEO: never hang a collection tick
@@ -86,9 +112,19 @@ _RECV_TIMEOUT = struct.pack("@ll", 2, 0)  # SO_RCVTIMEO: never hang a collection
 _PERMANENT_ERRNOS = frozenset(
     {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES, errno.ENOENT}
 )
+# How a kernel without the legacy request refuses it: sock_diag answers EINVAL for a message
+# type it does not know, EOPNOTSUPP when no inet compat handler is registered.
+_COMPAT_REFUSED_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP})
 
 _PROC_FILES = ((socket.AF_INET, "/proc/net/tcp"), (socket.AF_INET6, "/proc/net/tcp6"))
 _PROC_ESTABLISHED = "01"
+
+
+class _Refused(OSError):
+    """The kernel answered the request with an error (NLMSG_ERROR, or a failed NLMSG_DONE).
+
+    The dump is over, so the socket holds nothing more of it and can be reused at once.
+    """
 
 
 def _check_port(port: int) -> int:
@@ -104,6 +140,9 @@ def _port_bytecode(port: int) -> bytes:
     matches iff the program ends exactly at its end.  Jumping 4 bytes past the end (the most
     the verifier allows) rejects.  A port comparison keeps its operand in the ``no`` field of
     the following op, so each test is 8 bytes: ``yes`` = 8 moves on to the next test.
+
+    ``idiag_sport`` in the request already keeps only our port (and, tested first, spares the
+    program for every other socket); the program makes the filter not depend on that field.
     """
     program = b"".join(
         (
@@ -116,15 +155,25 @@ def _port_bytecode(port: int) -> bytes:
     return _NLATTR.pack(_NLATTR.size + len(program), INET_DIAG_REQ_BYTECODE) + program
 
 
+def _message(kind: int, body: bytes) -> bytes:
+    """A dump request; its seq is patched into each copy at send time."""
+    flags = NLM_F_REQUEST | NLM_F_DUMP
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, 0, 0) + body
+
+
 class NetlinkDiag:
-    """One NETLINK_SOCK_DIAG socket, reused across queries (a dump per family per call).
+    """One NETLINK_SOCK_DIAG socket, reused across queries.
+
+    Each query is one ``TCPDIAG_GETSOCK`` dump covering IPv4 and IPv6 (one walk of the
+    established hash), or, with ``single_dump=False`` or once the kernel has refused that
+    request, one ``SOCK_DIAG_BY_FAMILY`` dump per family.  :attr:`single_dump` tells which.
 
     Opening the socket raises :class:`OSError` where netlink is unavailable; so does a query
     the kernel refuses, or a reply that cannot be parsed.  After an error the socket may hold
     the rest of an abandoned dump: close it and open a new one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, single_dump: bool = True) -> None:
         sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG
         )
@@ -139,30 +188,56 @@ class NetlinkDiag:
         self._sock: socket.socket | None = sock
         self._buf = bytearray(_RECV_BUFSIZE)
         self._seq = 0
-        self._requests: dict[int, list[tuple[int, bytes]]] = {}
+        #: True: one AF_UNSPEC dump per query; False: one dump per family
+        self.single_dump = single_dump
+        self._compat_requests: dict[int, bytes] = {}
+        self._family_requests: dict[int, tuple[bytes, ...]] = {}
 
     def established(self, port: int) -> set[ConnectionId]:
         """Identities of the ESTABLISHED IPv4 and IPv6 TCP sockets whose local port is ``port``."""
         if self._sock is None:
             raise OSError(errno.EBADF, "netlink socket is closed")
-        requests = self._requests.get(_check_port(port))
-        if requests is None:
-            requests = self._requests[port] = [(f, self._request(f, port)) for f in _FAMILIES]
+        _check_port(port)
         found: set[ConnectionId] = set()
-        for family, request in requests:
-            self._dump(family, request, found)
+        if self.single_dump:
+            request = self._compat_requests.get(port)
+            if request is None:
+                request = self._compat_requests[port] = self._compat_request(port)
+            try:
+                self._dump(request, TCPDIAG_GETSOCK, found)
+            except _Refused as exc:
+                if exc.errno not in _COMPAT_REFUSED_ERRNOS:
+                    raise
+                log.info("sock_diag refused the IPv4+IPv6 dump (%s); dumping per family", exc)
+                self.single_dump = False
+                found.clear()  # start the per-family dumps from nothing
+            else:
+                return found
+        requests = self._family_requests.get(port)
+        if requests is None:
+            requests = self._family_requests[port] = tuple(
+                self._request(family, port) for family in _FAMILIES
+            )
+        for request in requests:
+            self._dump(request, SOCK_DIAG_BY_FAMILY, found)
         return found
 
     @staticmethod
-    def _request(family: int, port: int) -> bytes:
-        body = _REQ_V2.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_ESTABLISHED)
-        body += _port_bytecode(port)
-        flags = NLM_F_REQUEST | NLM_F_DUMP
-        # seq is patched into each copy at send time.
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, flags, 0, 0)
-        return header + body
+    def _compat_request(port: int) -> bytes:
+        """TCPDIAG_GETSOCK dump of ESTABLISHED sockets on local ``port``, both families."""
+        body = _REQ_COMPAT.pack(socket.AF_UNSPEC, port.to_bytes(2, "big"), 1 << TCP_ESTABLISHED, 0)
+        return _message(TCPDIAG_GETSOCK, body + _port_bytecode(port))
 
-    def _dump(self, family: int, request: bytes, found: set[ConnectionId]) -> None:
+    @staticmethod
+    def _request(family: int, port: int) -> bytes:
+        """SOCK_DIAG_BY_FAMILY dump of ESTABLISHED sockets on local ``port``, one family."""
+        body = _REQ_V2.pack(
+            family, socket.IPPROTO_TCP, 0, 1 << TCP_ESTABLISHED, port.to_bytes(2, "big")
+        )
+        return _message(SOCK_DIAG_BY_FAMILY, body + _port_bytecode(port))
+
+    def _dump(self, request: bytes, reply_type: int, found: set[ConnectionId]) -> None:
+        """Send one dump request; add each socket record (of type ``reply_type``) to ``found``."""
         assert self._sock is not None
         self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         message = bytearray(request)
@@ -170,8 +245,11 @@ class NetlinkDiag:
         self._sock.send(message)
 
         buf = self._buf
-        unpack_header = _NLMSGHDR.unpack_from
-        unpack_id = _MSG_ID[family].unpack_from
+        header_size = _NLMSGHDR.size
+        unpack_header = _NLMSG_LEN_TYPE_SEQ.unpack_from
+        unpack_id4 = _MSG_ID4.unpack_from
+        unpack_id6 = _MSG_ID6.unpack_from
+        inet, inet6 = socket.AF_INET, socket.AF_INET6
         add = found.add
         recv_into = self._sock.recv_into
         while True:
@@ -180,14 +258,22 @@ class NetlinkDiag:
             if size > len(buf):
                 raise OSError(errno.EMSGSIZE, f"netlink reply of {size} bytes truncated")
             offset = 0
-            while offset + _NLMSGHDR.size <= size:
-                length, kind, _flags, msg_seq, _pid = unpack_header(buf, offset)
-                if length < _NLMSGHDR.size or offset + length > size:
+            while offset + header_size <= size:
+                length, kind, msg_seq = unpack_header(buf, offset)
+                if length < header_size or offset + length > size:
                     raise OSError(errno.EPROTO, "malformed netlink message")
                 if msg_seq == seq:
-                    if kind == SOCK_DIAG_BY_FAMILY:
-                        fam, sport, dport, src, dst = unpack_id(buf, offset + _NLMSGHDR.size)
-                        add((fam, src, sport, dst, dport))
+                    if kind == reply_type:
+                        if length < header_size + _MSG_ID6.size:
+                            raise OSError(errno.EPROTO, "short sock_diag record")
+                        at = offset + header_size
+                        # The record's first byte is the socket's family.
+                        if buf[at] == inet:
+                            sport, dport, src, dst = unpack_id4(buf, at)
+                            add((inet, src, sport, dst, dport))
+                        else:
+                            sport, dport, src, dst = unpack_id6(buf, at)
+                            add((inet6, src, sport, dst, dport))
                     elif kind in (NLMSG_DONE, NLMSG_ERROR):
                         self._finish(kind, buf, offset, length)
                         return
@@ -201,7 +287,7 @@ class NetlinkDiag:
             (status,) = struct.unpack_from("=i", buf, offset + _NLMSGHDR.size)
         if status < 0 or (kind == NLMSG_ERROR and status != 0):
             code = -status
-            raise OSError(code, f"sock_diag dump failed: {os.strerror(code)}")
+            raise _Refused(code, f"sock_diag dump failed: {os.strerror(code)}")
 
     def close(self) -> None:
         if self._sock is not None:

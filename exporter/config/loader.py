@@ -1,0 +1,286 @@
+"""Reads the YAML config into a :class:`Config`, reporting every problem with its line.
+
+Validation walks the composed node tree rather than ``safe_load``'s dicts, so each problem
+names file, line and key path, and all problems are collected before giving up: whoever
+fixes a config file sees every mistake at once.  No input makes it raise anything but
+:class:`ConfigError`, because the daemon re-reads the file on SIGHUP and must keep running
+on the old config when the new one is bad.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import yaml
+from yaml.nodes import MappingNode, Node
+
+from exporter.config import checks
+from exporter.config.alerting import alert_rules
+from exporter.config.errors import ConfigError, Problem, one_line
+from exporter.config.model import (
+    INTERVAL_MAX,
+    INTERVAL_MIN,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConnectionsConfig,
+    ExtensionsConfig,
+    HistoryConfig,
+    HttpConfig,
+    LatencyConfig,
+    LoggingConfig,
+)
+from exporter.config.notifiers import notifiers
+from exporter.config.yamltree import Fields, Walker, is_null, show
+from exporter.sources.targets import TARGET_KINDS, TargetSpec
+
+TOP_KEYS = (
+    "listen",
+    "interval",
+    "history",
+    "target",
+    "connections",
+    "latency",
+    "extensions",
+    "http",
+    "logging",
+    "alerts",
+    "notifiers",
+)
+MAX_SAMPLES = 10_000_000
+MAX_LATENCY_WINDOW = 1_000_000
+MAX_LABEL_VALUES = 100_000  # endpoints / extensions: each is a Prometheus series
+MAX_BODY_BYTES = 1 << 30
+MAX_TIMEOUT = 3600.0
+MAX_FILE_BYTES = 16 << 20  # a config is a few KiB; a larger one is the wrong file
+MAX_TOKEN_BYTES = 4096
+_DEFAULT = Config()
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """The config in the file at ``path``; relative paths in it are relative to its folder."""
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError([Problem(name, None, "", f"cannot read: {e.strerror or e}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([Problem(name, None, "", f"larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        message = f"not UTF-8 text (byte 0x{data[e.start]:02x})"
+        raise ConfigError([Problem(name, line, "", message)]) from None
+    return parse_config(text, name, base_dir=Path(path).parent)
+
+
+def parse_config(
+    text: str, source_name: str = "<config>", *, base_dir: str | os.PathLike[str] | None = None
+) -> Config:
+    """The config in ``text``; ``source_name`` prefixes problems, ``base_dir`` anchors
+    relative paths (the current directory when None).  Raises ConfigError."""
+    text = text.removeprefix("\ufeff")
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_problem(source_name, text, e)]) from None
+    except RecursionError:
+        problem = Problem(source_name, None, "", "invalid YAML: nested too deeply")
+        raise ConfigError([problem]) from None
+    walker = Walker(source_name, loader)
+    config = _build(walker, root, Path(base_dir) if base_dir is not None else None)
+    if walker.problems:
+        raise ConfigError(walker.problems)
+    return config
+
+
+def _yaml_problem(source: str, text: str, error: yaml.YAMLError) -> Problem:
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        message = error.problem or "syntax error"  # type: ignore[attr-defined]
+        context, context_mark = getattr(error, "context", None), error.context_mark  # type: ignore[attr-defined]
+        if context and context_mark is not None:
+            message += f" ({context} on line {context_mark.line + 1})"
+        return Problem(source, mark.line + 1, "", f"invalid YAML: {one_line(message)}")
+    position = getattr(error, "position", None)  # a ReaderError: an unprintable character
+    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+    return Problem(source, line, "", f"invalid YAML: {one_line(str(error))}")
+
+
+def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:
+    if root is not None and not is_null(root) and not isinstance(root, MappingNode):
+        w.report(root, "", f"the top level must be a mapping of keys, got {w.describe(root)}")
+        return _DEFAULT
+    top = w.mapping(root, "", TOP_KEYS)
+    return Config(
+        listen=top.get("listen", checks.listen, _DEFAULT.listen),
+        interval=top.get("interval", checks.duration(INTERVAL_MIN, INTERVAL_MAX), 60.0),
+        history=_history(top.section("history", ("max_samples",))),
+        target=_target(w, top.section("target", ("kind", "value")), base_dir),
+        connections=ConnectionsConfig(
+            port=top.section("connections", ("port",)).get(
+                "port", checks.optional(checks.integer(1, 65535)), None
+            )
+        ),
+        latency=_latency(w, top.section("latency", ("window", "max_endpoints", "buckets"))),
+        extensions=ExtensionsConfig(
+            max_extensions=top.section("extensions", ("max_extensions",)).get(
+                "max_extensions", checks.integer(1, MAX_LABEL_VALUES), 100
+            )
+        ),
+        http=_http(w, top.section("http", _HTTP_KEYS), base_dir),
+        logging=_logging(top.section("logging", ("level", "format"))),
+        alerts=alert_rules(w, top),
+        notifiers=notifiers(w, top.section("notifiers", ("webhooks", "alertmanager"))),
+    )
+
+
+def _history(f: Fields) -> HistoryConfig:
+    d = _DEFAULT.history
+    return HistoryConfig(f.get("max_samples", checks.integer(1, MAX_SAMPLES), d.max_samples))
+
+
+def _target(w: Walker, f: Fields, base_dir: Path | None) -> TargetSpec:
+    before = len(w.problems)
+    kind = f.get("kind", checks.choice(TARGET_KINDS, "kind"), "self")
+    value = f.get("value", checks.optional(_target_value), None)
+    if len(w.problems) > before:
+        return _DEFAULT.target
+    value_node = f.value_node("value")
+    if kind in ("self", "none"):
+        if value is not None:
+            others = ", ".join(k for k in TARGET_KINDS if k not in ("self", "none"))
+            w.report(
+                value_node,
+                f.key_path("value"),
+                f'kind "{kind}" takes no value; set target.kind to one of {others}',
+            )
+        return TargetSpec(kind)
+    if value is None:
+        where = f.value_node("kind")
+        w.report(where, f.key_path("value"), f'required for kind "{kind}"')
+        return _DEFAULT.target
+    if kind == "pidfile":
+        value = str(_resolve(str(value), base_dir))
+    spec = TargetSpec(kind, value)
+    try:  # builds the finder without touching the pidfile or the unit: both may come later
+        spec.finder()
+    except RecursionError:  # re.compile of a pattern nested thousands deep
+        w.report(value_node, f.key_path("value"), "the regex is nested too deeply")
+        return _DEFAULT.target
+    except (ValueError, OverflowError) as e:
+        w.report(value_node, f.key_path("value"), one_line(str(e)))
+        return _DEFAULT.target
+    return TargetSpec("pid", int(value)) if kind == "pid" else spec
+
+
+def _target_value(value: object) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected a pid, path, name, regex or unit name, got {show(value)}")
+    return value
+
+
+def _latency(w: Walker, f: Fields) -> LatencyConfig:
+    d = _DEFAULT.latency
+    buckets = d.buckets
+    node = f.value_node("buckets")
+    if node is not None:
+        path = f.key_path("buckets")
+        items = w.sequence(node, path)
+        before = len(w.problems)
+        values: list[float] = []
+        for i, item in enumerate(items):
+            bound = w.value(item, f"{path}[{i}]", checks.number(positive=True), None)
+            if bound is not None and values and bound <= values[-1]:
+                w.report(item, f"{path}[{i}]", f"{bound:g} is not above the bucket before it")
+            if bound is not None:
+                values.append(bound)
+        if not items and len(w.problems) == before:
+            w.report(node, path, "needs at least one bucket")
+        if len(w.problems) == before:
+            buckets = tuple(values)
+    return LatencyConfig(
+        window=f.get("window", checks.integer(1, MAX_LATENCY_WINDOW), d.window),
+        max_endpoints=f.get("max_endpoints", checks.integer(1, MAX_LABEL_VALUES), d.max_endpoints),
+        buckets=buckets,
+    )
+
+
+_HTTP_KEYS = (
+    "max_body_bytes",
+    "request_timeout",
+    "ingest_allow",
+    "ingest_token_file",
+)
+
+
+def _http(w: Walker, f: Fields, base_dir: Path | None) -> HttpConfig:
+    d = _DEFAULT.http
+    allow = d.ingest_allow
+    node = f.value_node("ingest_allow")
+    if node is not None:
+        path = f.key_path("ingest_allow")
+        nets = [w.value(n, f"{path}[{i}]", checks.network, None) for i, n in
+                enumerate(w.sequence(node, path))]  # fmt: skip
+        allow = tuple(n for n in nets if n is not None)
+    token_file = f.get("ingest_token_file", checks.optional(checks.string()), None)
+    token = None
+    if token_file is not None:
+        token_file = str(_resolve(token_file, base_dir))
+        try:
+            token = _read_token(Path(token_file))
+        except ValueError as e:
+            w.report(f.value_node("ingest_token_file"), f.key_path("ingest_token_file"), str(e))
+    return HttpConfig(
+        max_body_bytes=f.get("max_body_bytes", checks.integer(1, MAX_BODY_BYTES), d.max_body_bytes),
+        request_timeout=f.get(
+            "request_timeout", checks.duration(0, MAX_TIMEOUT, lo_open=True), d.request_timeout
+        ),
+        ingest_allow=allow,
+        ingest_token_file=token_file,
+        ingest_token=token,
+    )
+
+
+def _read_token(path: Path) -> str:
+    """The bearer token: the file's content without surrounding whitespace."""
+    shown = one_line(str(path))
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ValueError(f"{shown} is not a regular file")
+            data = f.read(MAX_TOKEN_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"cannot read {shown}: {e.strerror or e}") from None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise ValueError(f"{shown} is larger than {MAX_TOKEN_BYTES} bytes; not a token file?")
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{shown} is not UTF-8 text") from None
+    if not token:
+        raise ValueError(f"{shown} is empty; it must hold the token")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ValueError(f"the token in {shown} must be one word, without spaces or line breaks")
+    return token
+
+
+def _logging(f: Fields) -> LoggingConfig:
+    d = _DEFAULT.logging
+    return LoggingConfig(
+        level=f.get("level", checks.choice(LOG_LEVELS, "log level", fold_case=True), d.level),
+        format=f.get("format", checks.choice(LOG_FORMATS, "log format"), d.format),
+    )
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or base_dir is None else base_dir / p

@@ -1,0 +1,218 @@
+"""The validated configuration: frozen dataclasses whose defaults are the seed's.
+
+Only the loader builds these from a file, after checking every field, so the daemon can use
+them without checking again.  ``Config()`` (or ``Config.default()``) is what an absent or
+empty file means.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, IPv6Network
+
+from exporter.alerts.rules import DEFAULT_RULES, AlertRule
+from exporter.config.durations import format_duration, parse_duration
+from exporter.config.errors import quote
+from exporter.endpoint import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS
+from exporter.latency import DEFAULT_BUCKETS_SECONDS
+from exporter.sources.targets import TargetSpec
+from exporter.store import DEFAULT_CAPACITY
+
+INTERVAL_MIN = MIN_INTERVAL_MS / 1000
+INTERVAL_MAX = MAX_INTERVAL_MS / 1000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("auto", "text", "json", "journal")
+DEFAULT_PORT = 9001
+DEFAULT_INGEST_ALLOW: tuple[IPv4Network | IPv6Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the HTTP server binds; ``host`` "" means every interface (``":9001"``)."""
+
+    host: str = ""
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """``":9001"``, ``"127.0.0.1:9001"``, ``"localhost:9001"`` or ``"[::1]:9001"``."""
+        text = text.strip()
+        if text.startswith("["):
+            end = text.find("]")
+            if end < 0:
+                raise ValueError(f'missing "]" in {quote(text)}')
+            host, rest = text[1:end], text[end + 1 :]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"{quote(host)} in brackets is not an IPv6 address") from None
+            if not rest.startswith(":"):
+                raise ValueError(f'{quote(text)} has no port; write "[{host}]:{DEFAULT_PORT}"')
+            port_text = rest[1:]
+        else:
+            host, sep, port_text = text.rpartition(":")
+            if not sep:
+                raise ValueError(
+                    f'{quote(text)} has no port; write HOST:PORT, e.g. ":{DEFAULT_PORT}" '
+                    f'or "127.0.0.1:{DEFAULT_PORT}"'
+                )
+            if ":" in host:
+                raise ValueError(f'IPv6 addresses need brackets, e.g. "[::1]:{DEFAULT_PORT}"')
+            if host and not _valid_host(host):
+                raise ValueError(f"{quote(host)} is not an IPv4 address or a host name")
+        # Port 0 lets the kernel choose a free port (the daemon logs which): for tests.
+        if not port_text.isascii() or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"port must be a number in 0..65535, got {quote(port_text)}")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _valid_host(host: str) -> bool:
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def check_interval(value: object) -> float:
+    """Collection interval in seconds from a duration, within what the endpoint accepts."""
+    seconds = parse_duration(value)
+    if not INTERVAL_MIN <= seconds <= INTERVAL_MAX:
+        raise ValueError(
+            f"must be between {format_duration(INTERVAL_MIN)} and "
+            f"{format_duration(INTERVAL_MAX)}, got {format_duration(seconds)}"
+        )
+    return seconds
+
+
+def check_log_level(value: object) -> str:
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        shown = quote(value) if isinstance(value, str) else repr(value)
+        raise ValueError(f"unknown log level {shown}; one of {', '.join(LOG_LEVELS)}")
+    return value.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    max_samples: int = DEFAULT_CAPACITY  # ring-buffer capacity per series
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsConfig:
+    port: int | None = None  # count ESTABLISHED TCP connections to this local port
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyConfig:
+    window: int = 1000  # observations per endpoint kept for exact percentiles
+    max_endpoints: int = 100
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS_SECONDS  # seconds, strictly increasing
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionsConfig:
+    max_extensions: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """``ingest_token`` is the content of ``ingest_token_file``, read when the config loads."""
+
+    max_body_bytes: int = 1_048_576
+    request_timeout: float = 10.0  # seconds
+    ingest_allow: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_INGEST_ALLOW
+    ingest_token_file: str | None = None
+    ingest_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "INFO"  # one of LOG_LEVELS
+    format: str = "auto"  # one of LOG_FORMATS
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+    timeout: float = 5.0  # seconds, per attempt
+    max_retries: int = 5
+    retry_window: float = 600.0  # seconds after which an undelivered event is dropped
+    headers: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, in file order
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerConfig:
+    url: str = "http://127.0.0.1:9093"
+    timeout: float = 5.0
+    resend_interval: float = 60.0  # firing alerts are re-sent this often, as Prometheus does
+    retry_window: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NotifiersConfig:
+    webhooks: tuple[WebhookConfig, ...] = ()
+    alertmanager: AlertmanagerConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: ListenAddress = field(default_factory=ListenAddress)
+    interval: float = DEFAULT_INTERVAL_MS / 1000  # seconds
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    target: TargetSpec = field(default_factory=TargetSpec)
+    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    extensions: ExtensionsConfig = field(default_factory=ExtensionsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    alerts: tuple[AlertRule, ...] = DEFAULT_RULES
+    notifiers: NotifiersConfig = field(default_factory=NotifiersConfig)
+
+    @classmethod
+    def default(cls) -> Config:
+        """What no config file, or an empty one, means: the seed's defaults."""
+        return cls()
+
+    @property
+    def interval_ms(self) -> int:
+        """The interval as MetricsEndpoint takes it."""
+        return round(self.interval * 1000)
+
+    def with_overrides(
+        self,
+        *,
+        listen: str | None = None,
+        interval: object = None,
+        log_level: str | None = None,
+    ) -> Config:
+        """This config with the command line's ``--listen/--interval/--log-level`` applied.
+
+        Raises ValueError with a one-line reason; None leaves a setting as the file has it.
+        """
+        config = self
+        if listen is not None:
+            config = replace(config, listen=ListenAddress.parse(listen))
+        if interval is not None:
+            try:
+                config = replace(config, interval=check_interval(interval))
+            except ValueError as e:
+                raise ValueError(f"interval: {e}") from None
+        if log_level is not None:
+            config = replace(
+                config, logging=replace(config.logging, level=check_log_level(log_level))
+            )
+        return config
