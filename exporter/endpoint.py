@@ -84,7 +84,7 @@ class ExpositionSnapshot:
     latest: dict[str, float | None]
     histograms: dict[str, HistogramSnapshot]
     extensions: dict[str, str]
-    active_alerts: list[ActiveAlert]
+    firing: list[tuple[str, str, str]]  # (metric, label, level) of every firing level
     rules: list[AlertRule]
     target_up: bool | None
     collections: int
@@ -474,7 +474,7 @@ class MetricsEndpoint:
                 latest={key: self.store.latest(key) for key in SERIES_KEYS},
                 histograms=self.store.latency.histograms(),
                 extensions=self.store.extensions.statuses(),
-                active_alerts=self._evaluator.active(),
+                firing=self._evaluator.firing(),
                 rules=self._evaluator.rules(),
                 target_up=self.target_up(),
                 collections=self._collections,

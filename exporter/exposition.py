@@ -197,8 +197,8 @@ def _extensions(w: _Writer, snap: ExpositionSnapshot) -> None:
 
 def _alerts(w: _Writer, snap: ExpositionSnapshot) -> None:
     counts: dict[tuple[str, str], int] = {}
-    for a in snap.active_alerts:
-        k = (a.metric, a.level.lower())
+    for metric, _, level in snap.firing:
+        k = (metric, level.lower())
         counts[k] = counts.get(k, 0) + 1
     active: dict[str, int] = {}  # one series per (metric, level) with an enabled rule
     thresholds: list[tuple[str, float]] = []
@@ -219,7 +219,7 @@ def _alerts(w: _Writer, snap: ExpositionSnapshot) -> None:
     w.header(
         "crankshaft_alert_active",
         "gauge",
-        "Alerts of the exporter's own evaluator active at this level (instances per rule)",
+        "Alert levels firing in the exporter's own evaluator (instances per rule and level)",
     )
     for label_text, n in active.items():
         w.sample("crankshaft_alert_active", label_text, n)

@@ -157,6 +157,16 @@ class AlertEvaluator:
             )
         return out
 
+    def firing(self) -> list[tuple[str, str, str]]:
+        """Every level firing now as (metric, label, level): a firing WARNING stays listed
+        while CRITICAL also fires, exactly like two Prometheus alerting rules would."""
+        return [
+            (metric, label, lvl)
+            for (metric, label), inst in self._instances.items()
+            for lvl, state in inst.levels.items()
+            if state.firing
+        ]
+
     @staticmethod
     def _event(
         kind: str, key: InstanceKey, inst: _Instance, level: str, previous: str | None, now: float

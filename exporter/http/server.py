@@ -96,6 +96,8 @@ class ExporterHandler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed request lines, oversized headers, unknown methods: JSON like the rest."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the request line did not parse: nobody
+            self.request_version = "HTTP/1.0"  # speaks 0.9 any more, answer with a status
         body = json.dumps({"error": message or self.responses.get(code, ("error",))[0]}).encode()
         try:
             self.send_response(code, message)

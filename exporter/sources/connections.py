@@ -378,6 +378,9 @@ class ConnectionSource(Source):
         self.port = _check_port(port)
         self._use_netlink = netlink
         self._diag: NetlinkDiag | None = None
+        # Whether the kernel takes the single IPv4+IPv6 dump: once refused, a reopened socket
+        # starts with the per-family dumps instead of asking again.
+        self._single_dump = True
         self._previous: set[ConnectionId] = set()
         self._total = 0
         #: "netlink" or "proc": what answered the last collect (None before the first)
@@ -397,7 +400,7 @@ class ConnectionSource(Source):
         if self._use_netlink:
             try:
                 if self._diag is None:
-                    self._diag = NetlinkDiag()
+                    self._diag = NetlinkDiag(single_dump=self._single_dump)
                 found = self._diag.established(self.port)
             except OSError as exc:
                 netlink_error = exc
@@ -420,6 +423,7 @@ class ConnectionSource(Source):
     def _drop_netlink(self, exc: OSError) -> None:
         """Close the socket (it may hold half a dump); give up on netlink if it cannot work."""
         if self._diag is not None:
+            self._single_dump = self._diag.single_dump
             self._diag.close()
             self._diag = None
         permanent = exc.errno in _PERMANENT_ERRNOS

@@ -618,9 +618,18 @@ def test_export_prometheus_alert_active(ep: MetricsEndpoint) -> None:
         (s.labels["metric"], s.labels["level"]): s.value
         for s in families["crankshaft_alert_active"].samples
     }
+    # Like two Prometheus rules: the warning level fires too while the critical one does.
     assert active[("memory_usage", "critical")] == 1.0
-    assert active[("memory_usage", "warning")] == 0.0
+    assert active[("memory_usage", "warning")] == 1.0
     assert active[("cpu_usage", "critical")] == 0.0
+    ep.record_memory_usage(1600)
+    families = {f.name: f for f in text_string_to_metric_families(ep.export_prometheus())}
+    active = {
+        (s.labels["metric"], s.labels["level"]): s.value
+        for s in families["crankshaft_alert_active"].samples
+    }
+    assert active[("memory_usage", "critical")] == 0.0
+    assert active[("memory_usage", "warning")] == 1.0
 
 
 def test_export_openmetrics_parses(ep: MetricsEndpoint) -> None:
