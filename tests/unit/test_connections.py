@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from exporter.sources import connections
 from exporter.sources.base import SourceError
 from exporter.sources.connections import (
+    SOCK_DIAG_BY_FAMILY,
+    TCPDIAG_GETSOCK,
     ConnectionId,
     ConnectionSource,
     NetlinkDiag,
@@ -83,8 +86,9 @@ def expected_ids(srv: socket.socket, pairs: list[tuple[socket.socket, socket.soc
     return {(family, addr, port, addr, port_of(client)) for client, _ in pairs}
 
 
-def proc_states(port: int) -> list[str]:
-    """/proc/net/tcp{,6} state codes of every socket whose local port is ``port``."""
+def proc_states(port: int, remote_port: int | None = None) -> list[str]:
+    """/proc/net/tcp{,6} state codes of every socket whose local port is ``port`` (and whose
+    remote port is ``remote_port``, if given)."""
     states = []
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -93,7 +97,9 @@ def proc_states(port: int) -> list[str]:
             continue
         for line in lines:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if int(fields[1].rsplit(":", 1)[1], 16) != port:
+                continue
+            if remote_port is None or int(fields[2].rsplit(":", 1)[1], 16) == remote_port:
                 states.append(fields[3])
     return states
 
@@ -128,7 +134,9 @@ def test_counts_exactly_the_server_side_of_n_connections(stack: ExitStack, n: in
     with NetlinkDiag() as diag:
         assert diag.established(port_of(srv)) == expected_ids(srv, pairs)
     for client, _ in pairs:
-        assert proc_states(port_of(client)) == ["01"]  # the client end: established, elsewhere
+        # The client end: established, on another local port.  (Only that 4-tuple: a leftover
+        # TIME_WAIT socket of an earlier test may share the ephemeral port.)
+        assert proc_states(port_of(client), port_of(srv)) == ["01"]
 
 
 def test_listening_socket_is_not_counted(stack: ExitStack) -> None:
@@ -226,6 +234,228 @@ def test_ipv4_and_ipv6_on_the_same_port_add_up(stack: ExitStack) -> None:
         found = diag.established(port_of(srv4))
     assert found == expected_ids(srv4, pairs4) | expected_ids(srv6, pairs6)
     assert proc_established_connections(port_of(srv4)) == found
+
+
+class Records(list):  # type: ignore[type-arg]
+    """A stand-in for the result set that keeps duplicates, to check "reported once"."""
+
+    add = list.append
+
+
+def raw_dump(request: bytes, reply_type: int) -> Records:
+    records = Records()
+    with NetlinkDiag() as diag:
+        diag._dump(request, reply_type, records)  # type: ignore[arg-type]
+    return records
+
+
+def dual_stack_listener(stack: ExitStack) -> socket.socket:
+    """A listener on '::' that also accepts IPv4 (IPV6_V6ONLY=0), as most servers bind."""
+    srv = stack.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+    srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    srv.bind(("::", 0))
+    srv.listen(256)
+    srv.settimeout(10)
+    return srv
+
+
+def connect_to(
+    stack: ExitStack, srv: socket.socket, host: str, n: int
+) -> list[tuple[socket.socket, socket.socket]]:
+    pairs = []
+    for _ in range(n):
+        client = stack.enter_context(socket.create_connection((host, port_of(srv)), timeout=10))
+        server_side, _ = srv.accept()
+        stack.enter_context(server_side)
+        pairs.append((client, server_side))
+    return pairs
+
+
+@needs_ipv6
+def test_dual_stack_listener_counts_v4_mapped_and_ipv6_once(stack: ExitStack) -> None:
+    """IPv4 clients of a '::' listener are AF_INET6 sockets with ::ffff:a.b.c.d addresses:
+    the single AF_UNSPEC dump reports each of them, and each ::1 connection, exactly once."""
+    srv = dual_stack_listener(stack)
+    port = port_of(srv)
+    mapped_pairs = connect_to(stack, srv, "127.0.0.1", 3)
+    v6_pairs = connect_to(stack, srv, "::1", 2)
+    mapped = socket.inet_pton(socket.AF_INET6, "::ffff:127.0.0.1")
+    expected = {(socket.AF_INET6, mapped, port, mapped, port_of(c)) for c, _ in mapped_pairs}
+    expected |= {(socket.AF_INET6, LOOPBACK6, port, LOOPBACK6, port_of(c)) for c, _ in v6_pairs}
+
+    records = raw_dump(NetlinkDiag._compat_request(port), TCPDIAG_GETSOCK)
+    assert sorted(records) == sorted(expected)  # no record twice, none missing
+
+    with NetlinkDiag() as diag:
+        assert diag.established(port) == expected
+        assert diag.single_dump  # this kernel takes the one-walk request
+    with NetlinkDiag(single_dump=False) as diag:
+        assert diag.established(port) == expected
+    assert proc_established_connections(port) == expected
+    source = ConnectionSource(port)
+    stack.callback(source.close)
+    assert source.collect() == {"active_connections": 5, "total_connections": 5}
+
+
+@needs_ipv6
+def test_single_dump_and_per_family_dumps_give_identical_sets(stack: ExitStack) -> None:
+    """IPv4, IPv6, v4-mapped, and noise on other ports: both request kinds, and /proc, agree
+    for every port, and neither reports a connection twice."""
+    dual = dual_stack_listener(stack)
+    v4, v6 = listen(stack), listen(stack, "::1")
+    connect_to(stack, dual, "127.0.0.1", 4)
+    connect_to(stack, dual, "::1", 3)
+    connect(stack, v4, 5)
+    connect(stack, v6, 6)
+    for srv, count in ((dual, 7), (v4, 5), (v6, 6)):
+        port = port_of(srv)
+        with NetlinkDiag() as one, NetlinkDiag(single_dump=False) as two:
+            single = one.established(port)
+            per_family = two.established(port)
+            assert one.single_dump and not two.single_dump
+        assert len(single) == count
+        assert single == per_family == proc_established_connections(port)
+        compat = raw_dump(NetlinkDiag._compat_request(port), TCPDIAG_GETSOCK)
+        families = [
+            raw_dump(NetlinkDiag._request(family, port), SOCK_DIAG_BY_FAMILY)
+            for family in (socket.AF_INET, socket.AF_INET6)
+        ]
+        assert sorted(compat) == sorted(families[0] + families[1])
+        assert len(compat) == count
+
+
+def _without_bytecode(request: bytes, header: int) -> bytes:
+    body = request[16 : 16 + header]
+    return struct.pack("=I", 16 + header) + request[4:16] + body
+
+
+def _without_sport(request: bytes, header: int) -> bytes:
+    # idiag_sport opens the inet_diag_sockid: after 4 bytes in inet_diag_req, after 8 (the
+    # state mask comes first) in inet_diag_req_v2
+    at = 16 + (4 if header == 60 else 8)
+    assert request[at : at + 2] != b"\0\0"
+    return request[:at] + b"\0\0" + request[at + 2 :]
+
+
+@pytest.mark.parametrize("keep", ["sport and bytecode", "bytecode only", "sport only"])
+@pytest.mark.parametrize("kind", ["single-dump", "per-family"])
+def test_each_port_filter_alone_is_exact(stack: ExitStack, keep: str, kind: str) -> None:
+    """The kernel honours both the request's idiag_sport and the bytecode, in the legacy
+    request as in SOCK_DIAG_BY_FAMILY: either one alone keeps exactly our port."""
+    below, middle, above = listen_on_adjacent_ports(stack)
+    connect(stack, below, 2)
+    connect(stack, middle, 3)
+    connect(stack, above, 4)
+    port = port_of(middle)
+    if kind == "single-dump":
+        requests = [(NetlinkDiag._compat_request(port), TCPDIAG_GETSOCK, 60)]
+    else:
+        requests = [
+            (NetlinkDiag._request(family, port), SOCK_DIAG_BY_FAMILY, 56)
+            for family in (socket.AF_INET, socket.AF_INET6)
+        ]
+    records = Records()
+    for request, reply_type, header in requests:
+        if keep == "bytecode only":
+            request = _without_sport(request, header)
+        elif keep == "sport only":
+            request = _without_bytecode(request, header)
+        records += raw_dump(request, reply_type)
+    assert {conn[2] for conn in records} == {port}
+    assert len(records) == 3
+
+
+def test_refused_single_dump_falls_back_to_per_family_dumps(
+    stack: ExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel without the legacy request answers EINVAL: the same socket then dumps per
+    family, for good, and gives the same answer."""
+    srv = listen(stack)
+    pairs = connect(stack, srv, 3)
+    real = NetlinkDiag._compat_request
+    built = []
+
+    def unknown_type(port: int) -> bytes:  # a message type sock_diag does not know: EINVAL
+        built.append(port)
+        request = bytearray(real(port))
+        struct.pack_into("=H", request, 4, 0x7F00)
+        return bytes(request)
+
+    monkeypatch.setattr(NetlinkDiag, "_compat_request", staticmethod(unknown_type))
+    sent = []
+    real_dump = NetlinkDiag._dump
+
+    def counting_dump(self: NetlinkDiag, request: bytes, reply_type: int, found: set) -> None:
+        sent.append(reply_type)
+        real_dump(self, request, reply_type, found)
+
+    monkeypatch.setattr(NetlinkDiag, "_dump", counting_dump)
+    with NetlinkDiag() as diag:
+        assert diag.established(port_of(srv)) == expected_ids(srv, pairs)
+        assert not diag.single_dump
+        assert diag.established(port_of(srv)) == expected_ids(srv, pairs)
+    assert sent == [TCPDIAG_GETSOCK] + [SOCK_DIAG_BY_FAMILY] * 4  # tried once, then per family
+    assert built == [port_of(srv)]
+
+
+def test_source_remembers_a_refused_single_dump_across_reopened_sockets(
+    stack: ExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = listen(stack)
+    connect(stack, srv, 2)
+    kinds: list[int] = []
+    fail_next = []
+    real_dump = NetlinkDiag._dump
+
+    def dump(self: NetlinkDiag, request: bytes, reply_type: int, found: set) -> None:
+        kinds.append(reply_type)
+        if reply_type == TCPDIAG_GETSOCK:
+            raise connections._Refused(errno.EINVAL, "Invalid argument")
+        if fail_next:
+            fail_next.pop()
+            raise OSError(errno.ENOBUFS, "No buffer space available")  # transient: reopen
+        real_dump(self, request, reply_type, found)
+
+    monkeypatch.setattr(NetlinkDiag, "_dump", dump)
+    source = ConnectionSource(port_of(srv))
+    stack.callback(source.close)
+    assert active(source) == 2
+    assert kinds == [TCPDIAG_GETSOCK, SOCK_DIAG_BY_FAMILY, SOCK_DIAG_BY_FAMILY]
+    fail_next.append(1)
+    assert active(source) == 2  # via /proc, after closing the socket
+    assert source.backend == "proc"
+    del kinds[:]
+    assert active(source) == 2  # a new socket, per family from the start
+    assert source.backend == "netlink"
+    assert kinds == [SOCK_DIAG_BY_FAMILY, SOCK_DIAG_BY_FAMILY]
+
+
+@pytest.mark.parametrize(
+    ("code", "falls_back"),
+    [(errno.EOPNOTSUPP, True), (errno.EINVAL, True), (errno.EPERM, False), (errno.EBUSY, False)],
+)
+def test_only_a_refusal_of_the_request_kind_switches_to_per_family(
+    stack: ExitStack, monkeypatch: pytest.MonkeyPatch, code: int, falls_back: bool
+) -> None:
+    srv = listen(stack)
+    pairs = connect(stack, srv, 2)
+    real_dump = NetlinkDiag._dump
+
+    def refuse_compat(self: NetlinkDiag, request: bytes, reply_type: int, found: set) -> None:
+        if reply_type == TCPDIAG_GETSOCK:
+            raise connections._Refused(code, "refused")
+        real_dump(self, request, reply_type, found)
+
+    monkeypatch.setattr(NetlinkDiag, "_dump", refuse_compat)
+    with NetlinkDiag() as diag:
+        if falls_back:
+            assert diag.established(port_of(srv)) == expected_ids(srv, pairs)
+            assert not diag.single_dump
+        else:
+            with pytest.raises(OSError) as caught:
+                diag.established(port_of(srv))
+            assert caught.value.errno == code
+            assert diag.single_dump  # not a sign the request kind is unsupported
 
 
 def test_proc_fallback_gives_the_same_set_as_netlink(stack: ExitStack) -> None:
@@ -368,7 +598,7 @@ def test_falls_back_to_proc_when_netlink_cannot_be_opened(
     connect(stack, srv, 4)
     opened = []
 
-    def refuse() -> NetlinkDiag:
+    def refuse(**_: object) -> NetlinkDiag:
         opened.append(1)
         raise OSError(errno.EPROTONOSUPPORT, "Protocol not supported")
 
@@ -404,7 +634,7 @@ def test_transient_netlink_error_falls_back_for_one_tick(
 def test_source_error_when_netlink_and_proc_both_fail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def no_netlink() -> NetlinkDiag:
+    def no_netlink(**_: object) -> NetlinkDiag:
         raise OSError(errno.EPERM, "Operation not permitted")
 
     def no_proc(port: int) -> set[ConnectionId]:
@@ -417,15 +647,26 @@ def test_source_error_when_netlink_and_proc_both_fail(
         source.collect()
 
 
-def test_kernel_error_reply_raises_oserror(stack: ExitStack) -> None:
-    """A request the kernel rejects comes back as NLMSG_ERROR and surfaces as OSError."""
+@pytest.mark.parametrize(
+    ("build", "reply_type", "header"),
+    [
+        (lambda port: NetlinkDiag._request(socket.AF_INET, port), SOCK_DIAG_BY_FAMILY, 56),
+        (NetlinkDiag._compat_request, TCPDIAG_GETSOCK, 60),
+    ],
+    ids=["per-family", "single-dump"],
+)
+def test_kernel_error_reply_raises_oserror(
+    stack: ExitStack, build: Callable[[int], bytes], reply_type: int, header: int
+) -> None:
+    """A request the kernel rejects comes back as NLMSG_ERROR and surfaces as OSError: both
+    request kinds have their bytecode audited, so both also run it."""
     srv = listen(stack)
-    request = bytearray(NetlinkDiag._request(socket.AF_INET, port_of(srv)))
+    request = bytearray(build(port_of(srv)))
     # The first bytecode op's "no" jump (last 2 bytes of its 4) is not a multiple of 4.
-    first_op = 16 + 56 + 4
+    first_op = 16 + header + 4
     request[first_op + 2 : first_op + 4] = (6).to_bytes(2, sys.byteorder)
     with NetlinkDiag() as diag, pytest.raises(OSError) as caught:
-        diag._dump(socket.AF_INET, bytes(request), set())
+        diag._dump(bytes(request), reply_type, set())
     assert caught.value.errno == errno.EINVAL
 
 
