@@ -1,0 +1,153 @@
+"""Prometheus alerting rules equivalent to the exporter's own alert rules.
+
+``crankshaft-exporter alert-rules`` prints them, so the thresholds live in one place (the
+exporter's YAML) and Prometheus alerts on the same conditions with the same ``for``.  Each
+level of a rule becomes one Prometheus rule with a ``severity`` label, like the exporter's
+evaluator, where a warning level keeps firing while the critical one does too; route or
+inhibit in Alertmanager on ``severity``.  Hysteresis becomes "above the clear threshold and
+already firing" through the ``ALERTS`` series.
+
+Gauge-based rules are exact equivalents (the promtool tests feed both evaluators the same
+series).  Per-endpoint percentile rules are approximations: Prometheus computes p95/p99 from
+histogram buckets over 5 minutes, the exporter exactly over its window of observations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import yaml
+
+from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
+from exporter.config.durations import format_duration
+
+# metric -> (PromQL for the watched value, labels identifying one alert instance)
+VALUE_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
+    "memory_usage": ("crankshaft_memory_usage_mb", ()),
+    "cpu_usage": ("crankshaft_cpu_usage_percent", ()),
+    "active_connections": ("crankshaft_websocket_active_connections", ()),
+    "total_connections": ("crankshaft_websocket_connections_total", ()),
+    "request_latency": ("crankshaft_request_latency_ms", ()),
+    "request_latency_p95": (
+        "histogram_quantile(0.95, sum by (job, instance, endpoint, le) "
+        "(rate(crankshaft_request_duration_seconds_bucket{SEL}[5m]))) * 1000",
+        ("endpoint",),
+    ),
+    "request_latency_p99": (
+        "histogram_quantile(0.99, sum by (job, instance, endpoint, le) "
+        "(rate(crankshaft_request_duration_seconds_bucket{SEL}[5m]))) * 1000",
+        ("endpoint",),
+    ),
+    "extension_crashed": ('crankshaft_extension_status{status="crashed"SEL}', ("extension",)),
+    "target_down": ("(1 - crankshaft_target_up)", ()),
+}
+UNITS = {
+    "memory_usage": " MB",
+    "cpu_usage": "%",
+    "request_latency": " ms",
+    "request_latency_p95": " ms",
+    "request_latency_p99": " ms",
+}
+
+
+def alert_name(metric: str) -> str:
+    return "Crankshaft" + "".join(part.capitalize() for part in metric.split("_"))
+
+
+def _selector(metric: str, rule: AlertRule, siblings: list[AlertRule]) -> str:
+    """Label matchers: a selector rule watches its label value; the general rule of the
+    same metric then leaves those values to it (as the exporter's evaluator does)."""
+    label = VALUE_EXPR[metric][1][0] if VALUE_EXPR[metric][1] else None
+    if label is None:
+        return ""
+    if rule.selector is not None:
+        return f'{label}="{_escape(rule.selector)}"'
+    taken = sorted(s.selector for s in siblings if s.selector is not None)
+    if not taken:
+        return ""
+    return f'{label}!~"{_escape("|".join(re.escape(t) for t in taken))}"'
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _value_expr(metric: str, selector: str) -> str:
+    template = VALUE_EXPR[metric][0]
+    if "{SEL}" in template:
+        return template.replace("{SEL}", "{" + selector + "}" if selector else "")
+    if "SEL}" in template:
+        return template.replace("SEL}", "," + selector + "}" if selector else "}")
+    return template
+
+
+def rule_entries(rule: AlertRule, siblings: list[AlertRule]) -> list[dict[str, object]]:
+    """The Prometheus rules for one exporter rule (one per level it defines)."""
+    if not rule.enabled:
+        return []
+    name = alert_name(rule.metric)
+    identity = ("job", "instance", *VALUE_EXPR[rule.metric][1])
+    value = _value_expr(rule.metric, _selector(rule.metric, rule, siblings))
+    unit = UNITS.get(rule.metric, "")
+    entries = []
+    for level in LEVELS:
+        threshold = rule.threshold(level)
+        if threshold is None:
+            continue
+        severity = level.lower()
+        expr = f"{value} > {threshold:g}"
+        clear = rule.clear_threshold(level)
+        if clear is not None and clear < threshold:
+            firing = f'ALERTS{{alertname="{name}", severity="{severity}", alertstate="firing"}}'
+            expr = (
+                f"({expr}) or ({value} > {clear:g} and on ({', '.join(identity)}) {firing})"
+            )
+        entry: dict[str, object] = {"alert": name, "expr": expr}
+        if rule.for_seconds > 0:
+            entry["for"] = format_duration(rule.for_seconds)
+        labels = {"severity": severity, "metric": rule.metric}
+        if rule.selector is not None:  # keeps it distinct from the metric's general rule
+            labels[identity[2]] = rule.selector
+        entry["labels"] = labels
+        subject = "".join(f" {{{{ $labels.{lbl} }}}}" for lbl in identity[2:])
+        limits = ", ".join(
+            f"{lvl.lower()} above {rule.threshold(lvl):g}{unit}"
+            for lvl in LEVELS
+            if rule.threshold(lvl) is not None
+        )
+        entry["annotations"] = {
+            "summary": rule.description or f"{rule.metric} above {severity} threshold",
+            "description": (
+                f"{rule.metric}{subject} on {{{{ $labels.instance }}}} is {{{{ $value }}}}{unit}"
+                f" ({limits})."
+            ),
+        }
+        entries.append(entry)
+    return entries
+
+
+def build_rules(rules: Iterable[AlertRule]) -> dict[str, object]:
+    rules = list(rules)
+    entries: list[dict[str, object]] = []
+    for rule in rules:
+        siblings = [r for r in rules if r.metric == rule.metric and r is not rule]
+        entries.extend(rule_entries(rule, siblings))
+    return {"groups": [{"name": "crankshaft-exporter", "rules": entries}]}
+
+
+def render_rules(rules: Iterable[AlertRule], interval_seconds: float | None = None) -> str:
+    header = (
+        "# Prometheus alerting rules generated by `crankshaft-exporter alert-rules` from the\n"
+        "# exporter's alert configuration; severity is warning or critical.\n"
+    )
+    if interval_seconds is not None:
+        header += (
+            f"# The exporter samples every {format_duration(interval_seconds)}: scrape at least "
+            "that often.\n"
+        )
+    body = yaml.safe_dump(build_rules(rules), sort_keys=False, width=1000, allow_unicode=True)
+    return header + body
+
+
+__all__ = ["CRITICAL", "WARNING", "alert_name", "build_rules", "render_rules"]
