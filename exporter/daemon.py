@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 
 from exporter.config import Config, ConfigError, Problem, load_config
-from exporter.endpoint import MetricsEndpoint
+from exporter.endpoint import MetricsEndpoint, StatusFamily
 from exporter.http.app import App, HttpSettings
 from exporter.http.server import ExporterServer
 from exporter.logs import setup_logging
@@ -110,6 +110,7 @@ class Daemon:
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._record_reload(True)
+        self.endpoint.add_status_provider(self._reload_status)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -200,6 +201,7 @@ class Daemon:
             return False
         self._apply(new)
         self._record_reload(True)
+        self.endpoint.add_status_provider(self._reload_status)
         log.info("configuration reloaded from %s", self.config_path or "built-in defaults")
         self.notifier.ready(self._status())
         return True
@@ -230,12 +232,23 @@ class Daemon:
         )
 
     def _record_reload(self, ok: bool) -> None:
-        self.endpoint.set_status_gauge(
-            RELOAD_OK,
-            "Whether the last configuration reload attempt was successful",
-            1 if ok else 0,
-        )
+        self._reload_ok = ok
         if ok:
-            self.endpoint.set_status_gauge(
-                RELOAD_TIME, "Timestamp of the last successful configuration reload", time.time()
-            )
+            self._reload_time = time.time()
+
+    def _reload_status(self) -> list[StatusFamily]:
+        """The config-reload gauges, named and meant as Prometheus' own."""
+        return [
+            StatusFamily(
+                RELOAD_OK,
+                "gauge",
+                "Whether the last configuration reload attempt was successful",
+                [({}, 1.0 if self._reload_ok else 0.0)],
+            ),
+            StatusFamily(
+                RELOAD_TIME,
+                "gauge",
+                "Timestamp of the last successful configuration reload",
+                [({}, self._reload_time)],
+            ),
+        ]

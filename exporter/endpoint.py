@@ -70,6 +70,17 @@ def check_gauge(name: str, value: object) -> float:
     return v
 
 
+@dataclass(frozen=True, slots=True)
+class StatusFamily:
+    """One metric family about the exporter itself; ``kind`` is gauge or counter (samples
+    of a counter are named without the ``_total`` the exposition adds)."""
+
+    name: str
+    kind: str
+    help: str
+    samples: list[tuple[dict[str, str], float]]
+
+
 def check_count(name: str, value: object) -> float:
     v = check_gauge(name, value)
     if not v.is_integer():
@@ -92,7 +103,7 @@ class ExpositionSnapshot:
     collection_errors: dict[str, int]
     dropped_latency_observations: int
     dropped_extension_updates: int
-    status_gauges: dict[str, tuple[str, float]]
+    status: list[StatusFamily]  # from the registered status providers
 
 
 class _Signal:
@@ -138,7 +149,7 @@ class MetricsEndpoint:
         self.store = MetricStore(
             capacity, latency_window, max_endpoints, max_extensions, buckets_seconds
         )
-        self._status_gauges: dict[str, tuple[str, float]] = {}
+        self._status_providers: list[Callable[[], Iterable[StatusFamily]]] = []
         self._evaluator = AlertEvaluator(rules)
         self._sources: list[Source] = (
             [ProcessSource(SelfFinder())] if sources is None else list(sources)
@@ -469,6 +480,12 @@ class MetricsEndpoint:
             return self._evaluator.active()
 
     def exposition_snapshot(self) -> ExpositionSnapshot:
+        status: list[StatusFamily] = []
+        for provider in list(self._status_providers):  # outside the lock: they have their own
+            try:
+                status.extend(provider())
+            except Exception:
+                log.exception("status provider %r failed", provider)
         with self._lock:
             return ExpositionSnapshot(
                 latest={key: self.store.latest(key) for key in SERIES_KEYS},
@@ -482,7 +499,7 @@ class MetricsEndpoint:
                 collection_errors=dict(self._errors),
                 dropped_latency_observations=self.store.latency.dropped_observations,
                 dropped_extension_updates=self.store.extensions.dropped_updates,
-                status_gauges=dict(self._status_gauges),
+                status=status,
             )
 
     # --- alert management ------------------------------------------------------------------
@@ -554,10 +571,13 @@ class MetricsEndpoint:
             self.store.latency.reconfigure(latency_window, max_endpoints)
             self.store.extensions.max_extensions = max_extensions
 
-    def set_status_gauge(self, name: str, help_text: str, value: float) -> None:
-        """An extra gauge about the exporter itself (e.g. the last config reload's outcome)."""
-        with self._lock:
-            self._status_gauges[name] = (help_text, value)
+    def add_status_provider(self, provider: Callable[[], Iterable[StatusFamily]]) -> None:
+        """Metrics about the exporter's own machinery (config reloads, notifier queues), in
+        the spirit of a prometheus_client custom collector: called at every scrape."""
+        self._status_providers.append(provider)
+
+    def remove_status_provider(self, provider: Callable[[], Iterable[StatusFamily]]) -> None:
+        self._status_providers.remove(provider)
 
     def close(self) -> None:
         self.stop_collection()

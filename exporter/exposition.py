@@ -150,8 +150,11 @@ class ExpositionRenderer:
             labels(version=__version__, python_version=platform.python_version()),
             1,
         )
-        for name, (doc, value) in sorted(snap.status_gauges.items()):
-            w.gauge(name, doc, value)
+        for family in snap.status:
+            w.header(family.name, family.kind, family.help)
+            sample = family.name + "_total" if family.kind == "counter" else family.name
+            for label_pairs, value in family.samples:
+                w.sample(sample, labels(**label_pairs) if label_pairs else "", value)
         self._process_metrics(w)
         if openmetrics:
             w.parts.append("# EOF\n")

@@ -100,9 +100,7 @@ def rule_entries(rule: AlertRule, siblings: list[AlertRule]) -> list[dict[str, o
         clear = rule.clear_threshold(level)
         if clear is not None and clear < threshold:
             firing = f'ALERTS{{alertname="{name}", severity="{severity}", alertstate="firing"}}'
-            expr = (
-                f"({expr}) or ({value} > {clear:g} and on ({', '.join(identity)}) {firing})"
-            )
+            expr = f"({expr}) or ({value} > {clear:g} and on ({', '.join(identity)}) {firing})"
         entry: dict[str, object] = {"alert": name, "expr": expr}
         if rule.for_seconds > 0:
             entry["for"] = format_duration(rule.for_seconds)
