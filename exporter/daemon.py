@@ -20,6 +20,7 @@ from exporter.endpoint import MetricsEndpoint, StatusFamily
 from exporter.http.app import App, HttpSettings
 from exporter.http.server import ExporterServer
 from exporter.logs import setup_logging
+from exporter.notifiers import build_notifiers
 from exporter.sdnotify import SystemdNotifier
 from exporter.sources.base import Source
 from exporter.sources.connections import ConnectionSource
@@ -106,6 +107,7 @@ class Daemon:
         except OSError as e:
             self.endpoint.close()
             raise StartupError(f"cannot listen on {c.listen}: {e.strerror or e}") from None
+        self.notifiers = build_notifiers(c.notifiers, self.endpoint)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
@@ -160,6 +162,7 @@ class Daemon:
         log.info("stopping")
         self.notifier.stopping()
         self.server.stop()
+        self.notifiers.close()
         self.endpoint.close()
         log.info("stopped")
         return code
@@ -208,6 +211,8 @@ class Daemon:
 
     def _apply(self, new: Config) -> None:
         old, ep = self.config, self.endpoint
+        if new.notifiers != old.notifiers:  # unchanged notifiers keep running, queues and all
+            self.notifiers.reconfigure(new.notifiers)
         if new.listen != old.listen:
             log.warning("listen address change (%s -> %s) needs a restart", old.listen, new.listen)
         if new.latency.buckets != old.latency.buckets:

@@ -425,10 +425,8 @@ class MetricsEndpoint:
             now_ms = self._now_ms()
             for ext, status in batch.extensions:
                 self.store.extensions.set(ext, status, now_ms)
-            observe = self.store.latency.observe
-            for endpoint, ms in batch.latencies:
-                if not observe(endpoint, ms):
-                    dropped += 1
+            for endpoint, values in batch.latencies:
+                dropped += self.store.latency.observe_many(endpoint, values)
             if self._thread is not None:
                 self._pending.update(batch.gauges)
             else:
@@ -478,6 +476,19 @@ class MetricsEndpoint:
     def get_active_alerts(self) -> list[ActiveAlert]:
         with self._lock:
             return self._evaluator.active()
+
+    def firing_alerts(self) -> list[ActiveAlert]:
+        """One record per firing level (a WARNING stays listed while CRITICAL fires, as two
+        Prometheus rules would); ``since_ms`` is when the instance reached its current level.
+        What the Alertmanager notifier keeps in sync."""
+        from dataclasses import replace
+
+        with self._lock:
+            active = {(a.metric, next(iter(a.labels.values()), "")): a
+                      for a in self._evaluator.active()}
+            return [replace(active[(metric, label)], level=level)
+                    for metric, label, level in self._evaluator.firing()
+                    if (metric, label) in active]
 
     def exposition_snapshot(self) -> ExpositionSnapshot:
         status: list[StatusFamily] = []

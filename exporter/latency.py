@@ -131,6 +131,29 @@ class LatencyTracker:
         self._interval_count += 1
         return True
 
+    def observe_many(self, endpoint: str, latencies_ms: list[float]) -> int:
+        """Record checked observations of one endpoint; returns how many the cap dropped."""
+        if not latencies_ms:
+            return 0
+        ep = self._endpoints.get(endpoint)
+        if ep is None:
+            if len(self._endpoints) >= self.max_endpoints:
+                self.dropped_observations += len(latencies_ms)
+                return len(latencies_ms)
+            ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self.bounds_seconds))
+        ep.window.extend(latencies_ms)
+        ep.sorted_cache = None
+        buckets, bounds = ep.buckets, self.bounds_seconds
+        for ms in latencies_ms:
+            buckets[bisect_left(bounds, ms / 1000.0)] += 1
+        n, total = len(latencies_ms), sum(latencies_ms)
+        ep.count += n
+        ep.sum_ms += total
+        self.total_count += n
+        self._interval_sum += total
+        self._interval_count += n
+        return 0
+
     def take_interval_average(self) -> float | None:
         """Mean of the observations since the last call (the seed's latency sample), or None."""
         if self._interval_count == 0:

@@ -228,7 +228,7 @@ class App:
                 "accepted": {
                     "gauges": len(batch.gauges),
                     "extensions": len(batch.extensions),
-                    "latency_observations": len(batch.latencies) - dropped,
+                    "latency_observations": batch.observation_count - dropped,
                 },
                 "dropped_latency_observations": dropped,
             }

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class ExporterHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # responses are complete when written; send them now
     server_version = f"crankshaft-exporter/{__version__}"
     server: ExporterServer
 
@@ -89,9 +90,13 @@ class ExporterHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         for name, value in response.headers.items():
             self.send_header(name, value)
-        self.end_headers()
+        # Headers and body in one write: two small writes meet the client's delayed ACK and
+        # stall each keep-alive request by ~40 ms.
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(response.body)
+            self._headers_buffer.append(response.body)
+        self.wfile.write(b"".join(self._headers_buffer))
+        self._headers_buffer = []
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed request lines, oversized headers, unknown methods: JSON like the rest."""

@@ -290,3 +290,37 @@ def test_percentiles_match_reference_over_window(
         want = reference_percentile(window, q)
         assert close(got, want), (q, got, want)
     assert p.p50 <= p.p95 <= p.p99
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    observations=st.lists(latencies, min_size=0, max_size=300),
+    window=st.integers(1, 50),
+    split=st.integers(0, 300),
+)
+def test_observe_many_equals_observing_one_by_one(
+    observations: list[float], window: int, split: int
+) -> None:
+    one, many = LatencyTracker(window_size=window), LatencyTracker(window_size=window)
+    for ms in observations:
+        one.observe("/a", ms)
+    assert many.observe_many("/a", observations[:split]) == 0
+    assert many.observe_many("/a", observations[split:]) == 0
+    h1, h2 = one.histograms(), many.histograms()
+    assert h1.keys() == h2.keys()
+    for name in h1:  # sums may differ in the last bits: float addition is not associative
+        assert h1[name].cumulative_counts == h2[name].cumulative_counts
+        assert h1[name].count == h2[name].count
+        assert math.isclose(h1[name].sum_seconds, h2[name].sum_seconds, rel_tol=1e-9)
+    assert one.breakdown() == many.breakdown()
+    assert one.total_count == many.total_count
+    a, b = one.take_interval_average(), many.take_interval_average()
+    assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-9)
+
+
+def test_observe_many_beyond_the_endpoint_cap_is_dropped_and_counted() -> None:
+    tracker = LatencyTracker(max_endpoints=1)
+    assert tracker.observe_many("/a", [1.0, 2.0]) == 0
+    assert tracker.observe_many("/b", [3.0, 4.0, 5.0]) == 3
+    assert tracker.dropped_observations == 3
+    assert tracker.endpoints() == ["/a"]
