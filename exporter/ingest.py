@@ -51,8 +51,25 @@ class Batch:
         return sum(len(values) for _, values in self.latencies)
 
 
-def _reject_constant(name: str) -> Any:
-    raise BatchError(f"{name} is not a number JSON allows")
+class Unrepresentable:
+    """A JSON token that is no usable number (NaN, Infinity, a 500-digit integer); kept as
+    a placeholder so that validation can name the field it stands in."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text if len(text) <= 20 else text[:17] + "..."
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _parse_int(text: str) -> int | Unrepresentable:
+    return int(text) if len(text) <= 300 else Unrepresentable(text)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, Unrepresentable):
+        return repr(value)
+    return json.dumps(value)[:40]
 
 
 def decode_json(body: bytes) -> Any:
@@ -62,9 +79,7 @@ def decode_json(body: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise BatchError(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except BatchError:
-        raise
+        return json.loads(text, parse_constant=Unrepresentable, parse_int=_parse_int)
     except json.JSONDecodeError as e:
         raise BatchError(
             f"body is not valid JSON: {e.msg} (line {e.lineno} column {e.colno})"
@@ -74,6 +89,8 @@ def decode_json(body: bytes) -> Any:
 
 
 def _number(path: str, value: Any, whole: bool) -> float:
+    if isinstance(value, Unrepresentable):
+        raise BatchError(f"{path}: must be a finite number >= 0, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BatchError(f"{path}: must be a number, got {type(value).__name__}")
     v = float(value) if abs(value) < 1e300 else math.inf
@@ -122,7 +139,7 @@ def parse_batch(doc: Any) -> Batch:
                 where = f"[{i}]" if is_list else ""
                 raise BatchError(
                     f"latency_ms[{_short(endpoint)}]{where}: must be a finite number of "
-                    f"milliseconds >= 0, got {json.dumps(ms)[:40]}"
+                    f"milliseconds >= 0, got {_show(ms)}"
                 )
         total += len(values)
         if total > MAX_OBSERVATIONS:

@@ -69,6 +69,17 @@ def _selector(metric: str, rule: AlertRule, siblings: list[AlertRule]) -> str:
     return f'{label}!~"{_escape("|".join(re.escape(t) for t in taken))}"'
 
 
+def _number(x: float | None) -> str:
+    """Every significant digit (``:g`` would turn 1234567 into 1.23457e+06)."""
+    assert x is not None
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
+
+
+def _literal(text: str) -> str:
+    """Prometheus expands labels and annotations as Go templates: keep ``{{`` literal."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -96,26 +107,28 @@ def rule_entries(rule: AlertRule, siblings: list[AlertRule]) -> list[dict[str, o
         if threshold is None:
             continue
         severity = level.lower()
-        expr = f"{value} > {threshold:g}"
+        expr = f"{value} > {_number(threshold)}"
         clear = rule.clear_threshold(level)
         if clear is not None and clear < threshold:
             firing = f'ALERTS{{alertname="{name}", severity="{severity}", alertstate="firing"}}'
-            expr = f"({expr}) or ({value} > {clear:g} and on ({', '.join(identity)}) {firing})"
+            expr = (
+                f"({expr}) or ({value} > {_number(clear)} and on ({', '.join(identity)}) {firing})"
+            )
         entry: dict[str, object] = {"alert": name, "expr": expr}
         if rule.for_seconds > 0:
             entry["for"] = format_duration(rule.for_seconds)
         labels = {"severity": severity, "metric": rule.metric}
         if rule.selector is not None:  # keeps it distinct from the metric's general rule
-            labels[identity[2]] = rule.selector
+            labels[identity[2]] = _literal(rule.selector)
         entry["labels"] = labels
         subject = "".join(f" {{{{ $labels.{lbl} }}}}" for lbl in identity[2:])
         limits = ", ".join(
-            f"{lvl.lower()} above {rule.threshold(lvl):g}{unit}"
+            f"{lvl.lower()} above {_number(rule.threshold(lvl))}{unit}"
             for lvl in LEVELS
             if rule.threshold(lvl) is not None
         )
         entry["annotations"] = {
-            "summary": rule.description or f"{rule.metric} above {severity} threshold",
+            "summary": _literal(rule.description or f"{rule.metric} above {severity} threshold"),
             "description": (
                 f"{rule.metric}{subject} on {{{{ $labels.instance }}}} is {{{{ $value }}}}{unit}"
                 f" ({limits})."

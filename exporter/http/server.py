@@ -42,6 +42,9 @@ class ExporterHandler(BaseHTTPRequestHandler):
             if body_or_none is None:
                 return
             body = body_or_none
+        elif "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
+            # A body nobody reads would be parsed as the next request: answer, then close.
+            self.close_connection = True
         path, _, query = self.path.partition("?")
         request = Request(
             method=self.command,
@@ -59,12 +62,19 @@ class ExporterHandler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self._refuse(411, "send the body with a Content-Length, not chunked")
             return None
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not lengths:
             self._refuse(411, "a Content-Length header is required")
             return None
-        if not length_text.strip().isdigit():
-            self._refuse(400, "Content-Length must be a whole number")
+        if len(lengths) > 1:  # RFC 9112 6.3: conflicting lengths are an error, not a choice
+            self._refuse(400, "conflicting Content-Length headers")
+            return None
+        length_text = lengths.pop()
+        if not (length_text.isascii() and length_text.isdigit()):
+            self._refuse(400, "Content-Length must be a whole number of bytes")
+            return None
+        if len(length_text) > 15:
+            self._refuse(413, f"body is over the limit of {limit} bytes")
             return None
         length = int(length_text)
         if length > limit:

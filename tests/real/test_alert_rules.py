@@ -1,0 +1,566 @@
+"""The generated Prometheus alerting rules against real promtool (Debian's prometheus package).
+
+1. ``promtool check rules`` accepts the committed default rules and rules generated from a
+   config with ``for``, hysteresis and endpoint/extension selectors (special characters too).
+2. Equivalence: each scenario is a sequence of values at a fixed step.  The exporter's own
+   AlertEvaluator is fed them (``evaluate(i * step, {(metric, label): value})``), and after
+   every step its ``firing()`` levels become promtool ``alert_rule_test`` expectations, with
+   exact labels and annotations, at that step's eval_time; the same values are promtool
+   ``input_series`` (the exposition series the exporter would serve), evaluated by
+   Prometheus' rule engine against the generated rules.  promtool passes only if Prometheus
+   fires exactly the alerts the exporter fires, at every step.
+
+Annotations are rendered the way Prometheus renders them: ``{{ $labels.X }}`` is the label
+value as is (text/template, no HTML escaping) and ``{{ $value }}`` is Go's ``%v`` of the
+float64 (checked against promtool: 1600 -> 1600, 85.5 -> 85.5, 1234567 -> 1.234567e+06,
+1e-05 -> 1e-05).  The annotation templates are taken from the generated rules themselves;
+anything else left in braces fails the test, so a new template construct cannot slip by.
+
+Every input series has a value at every step.  A value absent from an evaluation means
+"hold state" to the exporter's evaluator, while Prometheus keeps evaluating the last sample
+(for up to 5 minutes of lookback, then the series is gone and the alert resolves); the
+exporter's exposition keeps serving the last value, so the two agree on the level but not on
+``for`` timing during the gap.  That is not claimed equivalent and not tested here.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.alerts.evaluator import AlertEvaluator
+from exporter.alerts.rules import CRITICAL, DEFAULT_RULES, WARNING, AlertRule
+from exporter.config import Config, load_config
+from exporter.promrules import VALUE_EXPR, alert_name, build_rules, render_rules
+from tests.conftest import REPO, require_tool
+
+pytestmark = pytest.mark.real
+
+COMMITTED = REPO / "config" / "crankshaft-exporter.rules.yml"
+STEP_S = 60  # evaluation_interval and input series interval: 1m
+JOB, INSTANCE = "crankshaft", "pi:9001"
+EXT = "extension_crashed"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return require_tool("promtool")
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+
+
+# --- rendering as Prometheus does -----------------------------------------------------------
+
+
+def go_float(v: float) -> str:
+    """Go's fmt %v of a float64 (strconv 'g', shortest digits, exponent from 1e+06 / below
+    1e-04), which is what Prometheus' ``{{ $value }}`` prints."""
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    if v == 0:
+        return "-0" if str(v).startswith("-") else "0"
+    d = Decimal(repr(float(v))).normalize()  # repr: the shortest round-tripping digits
+    sign, digits, exponent = d.as_tuple()
+    exp10 = len(digits) + exponent - 1
+    text = "-" if sign else ""
+    if exp10 < -4 or exp10 >= 6:  # shortest: Go decides with precision 6
+        mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+        return f"{text}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
+    return text + format(abs(d), "f")
+
+
+def test_go_float_matches_prometheus_formatting():
+    cases = {
+        1600.0: "1600",
+        85.5: "85.5",
+        1234567.0: "1.234567e+06",
+        0.0001: "0.0001",
+        1e-05: "1e-05",
+        1e21: "1e+21",
+        2500000.0: "2.5e+06",
+        100000.0: "100000",
+        123456.5: "123456.5",
+        0.1: "0.1",
+        1.0: "1",
+        0.0: "0",
+        -2.5: "-2.5",
+    }
+    assert {v: go_float(v) for v in cases} == cases
+
+
+def expand(template: str, labels: dict[str, str], value: float) -> str:
+    text = template.replace("{{ $value }}", go_float(value))
+    text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
+    assert "{{" not in text, f"template construct this test cannot render: {template!r}"
+    return text
+
+
+def series_text(name: str, labels: dict[str, str]) -> str:
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return name + "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+@dataclass
+class Feed:
+    """One evaluator input (metric, label) and the exposition series carrying it."""
+
+    key: tuple[str, str]
+    values: list[float]  # what the exporter's evaluator sees at each step
+    series: str  # exposition metric name
+    labels: dict[str, str] = field(default_factory=dict)  # besides job and instance
+    expose: Callable[[float], float] = lambda v: v  # evaluator value -> exposed sample
+
+
+@dataclass
+class Scenario:
+    name: str
+    rules: list[AlertRule]
+    feeds: list[Feed]
+    extra_series: list[tuple[str, list[float]]] = field(default_factory=list)
+    must_fire: set[tuple[str, str, str]] = field(default_factory=set)
+    rule_file: Path | None = None  # default: render_rules(rules)
+
+
+def seq(text: str) -> list[float]:
+    """Values as promtool writes them: "1 2.5 3"."""
+    return [float(v) for v in text.split()]
+
+
+def memory(values: str) -> Feed:
+    return Feed(("memory_usage", ""), seq(values), "crankshaft_memory_usage_mb")
+
+
+def cpu(values: str) -> Feed:
+    return Feed(("cpu_usage", ""), seq(values), "crankshaft_cpu_usage_percent")
+
+
+def conns(values: str) -> Feed:
+    return Feed(("active_connections", ""), seq(values), "crankshaft_websocket_active_connections")
+
+
+def latency(values: str) -> Feed:
+    return Feed(("request_latency", ""), seq(values), "crankshaft_request_latency_ms")
+
+
+def target_down(up: str) -> Feed:
+    """Given as crankshaft_target_up (1 up, 0 down); the evaluator sees target_down = 1 - up."""
+    down = [1.0 - u for u in seq(up)]
+    return Feed(("target_down", ""), down, "crankshaft_target_up", expose=lambda v: 1.0 - v)
+
+
+def crashed(extension: str, flags: str) -> tuple[Feed, tuple[str, list[float]]]:
+    """crankshaft_extension_status{status="crashed"} (the evaluator's input) and the
+    status="running" series beside it, which the rules must not pick up."""
+    labels = {"extension": extension, "status": "crashed"}
+    feed = Feed((EXT, extension), seq(flags), "crankshaft_extension_status", labels)
+    running = series_text(
+        "crankshaft_extension_status",
+        {"job": JOB, "instance": INSTANCE, "extension": extension, "status": "running"},
+    )
+    return feed, (running, [1.0 - f for f in seq(flags)])
+
+
+def ext_scenario(
+    name: str, rules: list[AlertRule], flags: dict[str, str], must_fire: set[tuple[str, ...]]
+) -> Scenario:
+    pairs = [crashed(ext, f) for ext, f in flags.items()]
+    return Scenario(name, rules, [p[0] for p in pairs], [p[1] for p in pairs], must_fire)
+
+
+W, C = WARNING, CRITICAL
+NAV = crashed("nav", "0 1 1 0 0 1 0 0 0 0")
+MEDIA = crashed("media", "0 0 0 1 1 1 0 1 0 0")
+ODD = "(x)* {id}?#~& ü"
+
+SCENARIOS = [
+    Scenario(
+        "defaults",  # the committed rules file, every default rule at once
+        list(Config.default().alerts),
+        [
+            memory("1000 1537 2049 2100 1800 1536 900 2500 1000 1000"),
+            cpu("10 70 70.5 95 90 89.9 50 91 12.25 0"),
+            conns("0 51 101 100 50 49 150 0 55 55"),
+            latency("100 501 1001.5 999 500 0.5 1000 1000.25 20 20"),
+            target_down("1 1 0 0 1 0 1 1 0 1"),
+            NAV[0],
+            MEDIA[0],
+        ],
+        [NAV[1], MEDIA[1]],
+        {
+            ("memory_usage", "", W),
+            ("memory_usage", "", C),
+            ("cpu_usage", "", W),
+            ("cpu_usage", "", C),
+            ("active_connections", "", C),
+            ("request_latency", "", C),
+            ("target_down", "", C),
+            (EXT, "nav", C),
+            (EXT, "media", C),
+        },
+        rule_file=COMMITTED,
+    ),
+    Scenario(
+        "memory_up_and_down",  # warning, then critical beside it, then back; strict >
+        [DEFAULT_RULES[0]],
+        [
+            memory(
+                "1000 1536 1536.5 1600 2047 2048 2048.5 3000 "
+                "2049 2048 1700 1536 1535 2100 1537 85.5 1600"
+            )
+        ],
+        must_fire={("memory_usage", "", W), ("memory_usage", "", C)},
+    ),
+    Scenario(
+        "cpu_for_2m",  # pending periods, dips resetting them, exactly-at-threshold values
+        [AlertRule("cpu_usage", 70, 90, "CPU usage high", for_seconds=120)],
+        [
+            cpu(
+                "50 75 80 85 95 95 95 60 75 95 72 91 92 93 "
+                "93 50 71 71 69 71 71 71 90 90 90 70 70.5 70.5 70.5"
+            )
+        ],
+        must_fire={("cpu_usage", "", W), ("cpu_usage", "", C)},
+    ),
+    Scenario(
+        "cpu_for_90s",  # a `for` that is not a multiple of the step: fires on the 3rd step
+        [AlertRule("cpu_usage", 70, None, "", for_seconds=90)],
+        [cpu("75 75 60 75 75 75 75 0 75 75")],
+        must_fire={("cpu_usage", "", W)},
+    ),
+    Scenario(
+        "connections_hysteresis",  # hovering around thresholds and clear thresholds
+        [AlertRule("active_connections", 50, 100, "Too many", warning_clear=40, critical_clear=80)],
+        [
+            conns(
+                "45 50 51 45 41 40 45 55 100 101 90 81 80 "
+                "85 101 45 39 45 30 101 41 40.5 40 99 100.5 80.5 80"
+            )
+        ],
+        must_fire={("active_connections", "", W), ("active_connections", "", C)},
+    ),
+    Scenario(
+        "connections_hysteresis_for_1m",  # pending does not get hysteresis, firing does
+        [
+            AlertRule(
+                "active_connections", 50, 100, for_seconds=60, warning_clear=40, critical_clear=80
+            )
+        ],
+        [conns("51 45 51 51 45 41 40 51 45 101 101 90 101 45 101 85 85 79 60 39")],
+        must_fire={("active_connections", "", W), ("active_connections", "", C)},
+    ),
+    ext_scenario(
+        "extension_crashed_per_extension",
+        [DEFAULT_RULES[4]],
+        {"nav": "0 1 1 0 1 0 0", "media": "0 0 1 1 1 1 0", "bt": "0 0 0 0 0 0 0"},
+        {(EXT, "nav", C), (EXT, "media", C)},
+    ),
+    ext_scenario(
+        # Selector rules on names full of regex/PromQL specials, each beside a near miss
+        # that an unescaped regex would wrongly hand to the selector rule (or silence).
+        "extension_selectors",
+        [
+            AlertRule(EXT, None, 0, "Extension crashed"),
+            AlertRule(EXT, 0, 0.5, "Navigation crashed", for_seconds=120, selector="nav.v2"),
+            AlertRule(EXT, None, 0, "", selector="a|b"),
+            AlertRule(EXT, None, 0, "quoted", for_seconds=60, selector='q"x\\y'),
+            AlertRule(EXT, None, 0, "silenced", enabled=False, selector="p+"),
+            AlertRule(EXT, None, 0, "odd", selector=ODD),
+        ],
+        {
+            "nav.v2": "0 1 1 1 1 0 1 1 1",
+            "navXv2": "0 1 1 0 0 0 1 0 0",
+            "a|b": "1 1 0 0 1 0 0 0 1",
+            "a": "0 1 1 0 0 0 0 0 0",
+            "b": "0 0 0 1 0 0 0 0 0",
+            'q"x\\y': "1 1 1 0 1 1 0 1 1",
+            "p+": "1 1 1 1 1 1 1 1 1",
+            "pp": "0 0 1 1 0 0 0 0 0",
+            ODD: "0 1 0 0 0 0 1 1 0",
+            "x": "0 0 0 0 1 0 0 0 0",
+        },
+        {
+            *((EXT, ext, C) for ext in ("nav.v2", "navXv2", "a|b", "a", "b", "pp", ODD, "x")),
+            (EXT, "nav.v2", W),
+            (EXT, 'q"x\\y', C),
+        },
+    ),
+    Scenario(
+        "target_down",
+        [DEFAULT_RULES[5]],
+        [target_down("1 0 0 1 0 1 1 0 0 0 1")],
+        must_fire={("target_down", "", C)},
+    ),
+    Scenario(
+        "target_down_for_2m",
+        [AlertRule("target_down", None, 0, "Target process not running", for_seconds=120)],
+        [target_down("1 0 0 1 0 0 0 0 1 0")],
+        must_fire={("target_down", "", C)},
+    ),
+]
+
+
+# --- building the promtool test -------------------------------------------------------------
+
+
+def specific_rule(rules: list[AlertRule], metric: str, label: str) -> AlertRule | None:
+    """The rule the evaluator applies to (metric, label): its own selector rule if any."""
+    return next((r for r in rules if r.metric == metric and r.selector == label), None) or next(
+        (r for r in rules if r.metric == metric and r.selector is None), None
+    )
+
+
+def rule_entry(doc: dict, rule: AlertRule, level: str) -> dict:
+    """The generated Prometheus rule for one level of one exporter rule."""
+    label = VALUE_EXPR[rule.metric][1][0] if VALUE_EXPR[rule.metric][1] else None
+    (entry,) = [
+        e
+        for e in doc["groups"][0]["rules"]
+        if e["alert"] == alert_name(rule.metric)
+        and e["labels"]["severity"] == level.lower()
+        and (e["labels"].get(label) if label else None) == rule.selector
+    ]
+    return entry
+
+
+def evaluate(scenario: Scenario) -> list[list[tuple[str, str, str]]]:
+    """firing() of the exporter's evaluator after each step."""
+    steps = len(scenario.feeds[0].values)
+    assert all(len(f.values) == steps for f in scenario.feeds), "feeds of unequal length"
+    ev = AlertEvaluator(scenario.rules)
+    timeline = []
+    for i in range(steps):
+        ev.evaluate(i * STEP_S * 1000.0, {f.key: f.values[i] for f in scenario.feeds})
+        timeline.append(sorted(ev.firing()))
+    return timeline
+
+
+def promtool_test(scenario: Scenario, rule_file: Path) -> tuple[dict, list]:
+    rules_doc = yaml.safe_load(rule_file.read_text())
+    alertnames = sorted({e["alert"] for e in rules_doc["groups"][0]["rules"]})
+    feeds = {f.key: f for f in scenario.feeds}
+    timeline = evaluate(scenario)
+    input_series = [
+        {
+            "series": series_text(f.series, {"job": JOB, "instance": INSTANCE, **f.labels}),
+            "values": " ".join(repr(float(f.expose(v))) for v in f.values),
+        }
+        for f in scenario.feeds
+    ] + [
+        {"series": s, "values": " ".join(repr(float(v)) for v in vals)}
+        for s, vals in scenario.extra_series
+    ]
+    tests = []
+    for i, firing in enumerate(timeline):
+        expected: dict[str, list] = {name: [] for name in alertnames}
+        for metric, label, level in firing:
+            feed = feeds[(metric, label)]
+            rule = specific_rule(scenario.rules, metric, label)
+            entry = rule_entry(rules_doc, rule, level)
+            labels = {
+                "severity": level.lower(),
+                "metric": metric,
+                "job": JOB,
+                "instance": INSTANCE,
+                **feed.labels,
+            }
+            value = feed.values[i]  # the value of the alert expression (before the comparison)
+            expected[alert_name(metric)].append(
+                {
+                    "exp_labels": labels,
+                    "exp_annotations": {
+                        k: expand(v, labels, value) for k, v in entry["annotations"].items()
+                    },
+                }
+            )
+        for name in alertnames:
+            tests.append(
+                {"eval_time": f"{i * STEP_S}s", "alertname": name, "exp_alerts": expected[name]}
+            )
+    doc = {
+        "rule_files": [str(rule_file)],
+        "evaluation_interval": f"{STEP_S}s",
+        "tests": [
+            {"interval": f"{STEP_S}s", "input_series": input_series, "alert_rule_test": tests}
+        ],
+    }
+    return doc, timeline
+
+
+def write_rules(scenario: Scenario, tmp_path: Path) -> Path:
+    if scenario.rule_file is not None:
+        return scenario.rule_file
+    path = tmp_path / "rules.yml"
+    path.write_text(render_rules(scenario.rules, STEP_S))
+    return path
+
+
+def promtool_rules_test(promtool: str, doc: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "test.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000))
+    return run([promtool, "test", "rules", str(path)], tmp_path)
+
+
+# --- 1. promtool check rules ----------------------------------------------------------------
+
+
+def test_committed_default_rules_pass_promtool_check(promtool, tmp_path):
+    proc = run([promtool, "check", "rules", str(COMMITTED)], tmp_path)
+    assert proc.returncode == 0, output(proc)
+    assert "SUCCESS: 10 rules found" in proc.stdout + proc.stderr, output(proc)
+
+
+CONFIG = r"""
+interval: 15s
+alerts:
+  - {metric: memory_usage, warning: 1536, critical: 2048, warning_clear: 1400,
+     critical_clear: 1900, for: 90s, description: "Memory usage high: it's 'big'"}
+  - {metric: cpu_usage, warning: 70.5, critical: 90, for: 2m, description: CPU usage high}
+  - {metric: active_connections, warning: 50, critical: 100, warning_clear: 40}
+  - {metric: total_connections, warning: 10000}
+  - {metric: request_latency, critical: 1000, for: 500ms}
+  - {metric: request_latency_p95, warning: 500, critical: 1000, warning_clear: 450}
+  - {metric: request_latency_p95, critical: 200, endpoint: /api/v1/items.json}
+  - {metric: request_latency_p95, warning: 100, endpoint: "/search?q=(a|b)*[x]{y}$"}
+  - {metric: request_latency_p95, warning: 100, endpoint: 'say "hi" \back\slash ü'}
+  - {metric: request_latency_p99, critical: 2000, for: 1h30m, critical_clear: 1500}
+  - {metric: request_latency_p99, critical: 50, endpoint: /health, enabled: false}
+  - {metric: extension_crashed, critical: 0}
+  - {metric: extension_crashed, critical: 0, for: 1m, extension: nav.v2, critical_clear: 0}
+  - {metric: extension_crashed, warning: 0, critical: 0.5, critical_clear: 0.25,
+     extension: "a|b+"}
+  - {metric: target_down, critical: 0, for: 30s}
+"""
+
+
+def test_rules_from_a_config_with_for_hysteresis_and_selectors_pass_promtool_check(
+    promtool, tmp_path
+):
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text(CONFIG)
+    proc = run([sys.executable, "-m", "exporter", "alert-rules", "--config", str(cfg)], REPO)
+    assert proc.returncode == 0, output(proc)
+    config = load_config(cfg)
+    assert proc.stdout == render_rules(config.alerts, config.interval)
+    count = len(build_rules(config.alerts)["groups"][0]["rules"])
+    assert count == 19
+    rules = tmp_path / "rules.yml"
+    rules.write_text(proc.stdout)
+    check = run([promtool, "check", "rules", str(rules)], tmp_path)
+    assert check.returncode == 0, output(check)
+    assert f"SUCCESS: {count} rules found" in check.stdout + check.stderr, output(check)
+    text = proc.stdout
+    assert "for: 1m30s" in text and "for: 2m" in text and "for: 500ms" in text
+    assert "for: 1h30m" in text and "for: 30s" in text and "ALERTS{" in text
+
+
+def test_template_braces_in_description_or_selector_pass_promtool_check(promtool, tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        render_rules(
+            [
+                AlertRule("cpu_usage", 70, None, "CPU {{ very }} high"),
+                AlertRule("request_latency_p95", 100, None, "slow", selector="/users/{{id}}"),
+            ]
+        )
+    )
+    check = run([promtool, "check", "rules", str(rules)], tmp_path)
+    assert check.returncode == 0, output(check)
+
+
+# --- 2. equivalence with the exporter's evaluator -------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_prometheus_fires_exactly_what_the_exporter_fires(promtool, tmp_path, scenario):
+    doc, timeline = promtool_test(scenario, write_rules(scenario, tmp_path))
+    fired = {alert for step in timeline for alert in step}
+    assert scenario.must_fire <= fired, f"scenario does not exercise {scenario.must_fire - fired}"
+    proc = promtool_rules_test(promtool, doc, tmp_path)
+    assert proc.returncode == 0, output(proc)
+
+
+def test_scenario_timelines_are_what_they_claim():
+    """The evaluator side of a few scenarios spelled out, so the scenarios keep testing the
+    cases they are named after (pending, dips resetting, hysteresis holding)."""
+
+    def levels(name: str) -> str:
+        (s,) = [s for s in SCENARIOS if s.name == name]
+        return " ".join(
+            "".join(lvl[0] for _, _, lvl in sorted(step, key=lambda a: a[2], reverse=True)) or "-"
+            for step in evaluate(s)
+        )
+
+    # cpu 70/90 for 2m: 50 75 80 85 95 95 95 60 75 95 72 91 92 93 93 50 71 71 69 71 71 71
+    #                   90 90 90 70 70.5 70.5 70.5
+    assert levels("cpu_for_2m") == ("- - - W W W WC - - - W W W WC WC - - - - - - W W W W - - - W")
+    # 75 75 60 75 75 75 75 0 75 75, for 90s at a 60s step: fires 2 steps after activation
+    assert levels("cpu_for_90s") == "- - - - - W W - - -"
+    # conns 50/100 clear 40/80: 45 50 51 45 41 40 45 55 100 101 90 81 80 85 101 45 39 45
+    #                           30 101 41 40.5 40 99 100.5 80.5 80
+    assert levels("connections_hysteresis") == (
+        "- - W W W - - W W WC WC WC W W WC W - - - WC W W - W WC WC W"
+    )
+    # for 1m, clear 40/80: 51 45 51 51 45 41 40 51 45 101 101 90 101 45 101 85 85 79 60 39
+    assert levels("connections_hysteresis_for_1m") == ("- - - W W W - - - - WC WC WC W W W W W W -")
+
+
+@pytest.mark.parametrize("mutation", ["drop", "severity", "value", "extra"])
+def test_promtool_fails_when_an_expected_alert_is_wrong(promtool, tmp_path, mutation):
+    """The equivalence check can fail: one wrong expectation makes promtool exit non-zero."""
+    (scenario,) = [s for s in SCENARIOS if s.name == "memory_up_and_down"]
+    good, _ = promtool_test(scenario, write_rules(scenario, tmp_path))
+    doc = copy.deepcopy(good)
+    cases = doc["tests"][0]["alert_rule_test"]
+    case = next(c for c in cases if len(c["exp_alerts"]) == 2)  # warning and critical
+    if mutation == "drop":
+        case["exp_alerts"].pop()
+    elif mutation == "severity":
+        case["exp_alerts"][0]["exp_labels"]["severity"] = "info"
+    elif mutation == "value":
+        annotations = case["exp_alerts"][0]["exp_annotations"]
+        annotations["description"] = annotations["description"].replace(" is ", " is 1", 1)
+    else:
+        quiet = next(c for c in cases if not c["exp_alerts"])
+        quiet["exp_alerts"] = copy.deepcopy(case["exp_alerts"][:1])
+    proc = promtool_rules_test(promtool, doc, tmp_path)
+    assert proc.returncode != 0, output(proc)
+    assert "FAILED" in proc.stdout + proc.stderr, output(proc)
+
+
+def test_thresholds_with_seven_significant_digits_are_equivalent(promtool, tmp_path):
+    scenario = Scenario(
+        "seven_digits",
+        [AlertRule("total_connections", 1234567, None, "many connections")],
+        [
+            Feed(
+                ("total_connections", ""),
+                seq("1234560 1234568 1234569.5 1234567 1234570 1234580"),
+                "crankshaft_websocket_connections_total",
+            )
+        ],
+    )
+    doc, _ = promtool_test(scenario, write_rules(scenario, tmp_path))
+    proc = promtool_rules_test(promtool, doc, tmp_path)
+    assert proc.returncode == 0, output(proc)
