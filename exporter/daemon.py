@@ -204,7 +204,6 @@ class Daemon:
             return False
         self._apply(new)
         self._record_reload(True)
-        self.endpoint.add_status_provider(self._reload_status)
         log.info("configuration reloaded from %s", self.config_path or "built-in defaults")
         self.notifier.ready(self._status())
         return True

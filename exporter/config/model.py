@@ -205,7 +205,10 @@ class Config:
         """
         config = self
         if listen is not None:
-            config = replace(config, listen=ListenAddress.parse(listen))
+            try:
+                config = replace(config, listen=ListenAddress.parse(listen))
+            except ValueError as e:
+                raise ValueError(f"listen: {e}") from None
         if interval is not None:
             try:
                 config = replace(config, interval=check_interval(interval))
