@@ -48,9 +48,10 @@ bench: tools $(STAMP)
 # paths inside the virtualenv are rewritten to PREFIX.
 install:
 	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
-	$(DESTDIR)$(PREFIX)/bin/pip install --quiet '.[systemd]' 2>/dev/null || { \
-	  echo "note: systemd-python did not install (needs libsystemd-dev, pkg-config, gcc);" \
-	       "logging to stderr, which journald still captures" >&2; \
+	$(DESTDIR)$(PREFIX)/bin/pip install --quiet '.[systemd]' || { \
+	  echo "note: installing with journald support failed (see above; systemd-python needs" \
+	       "libsystemd-dev, pkg-config, gcc); installing without: logs go to stderr," \
+	       "which journald still captures" >&2; \
 	  $(DESTDIR)$(PREFIX)/bin/pip install --quiet . ; }
 	if [ -n "$(DESTDIR)" ]; then \
 	  grep -rlI -- '$(DESTDIR)$(PREFIX)' $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/pyvenv.cfg \

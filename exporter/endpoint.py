@@ -481,14 +481,8 @@ class MetricsEndpoint:
         """One record per firing level (a WARNING stays listed while CRITICAL fires, as two
         Prometheus rules would); ``since_ms`` is when the instance reached its current level.
         What the Alertmanager notifier keeps in sync."""
-        from dataclasses import replace
-
         with self._lock:
-            active = {(a.metric, next(iter(a.labels.values()), "")): a
-                      for a in self._evaluator.active()}
-            return [replace(active[(metric, label)], level=level)
-                    for metric, label, level in self._evaluator.firing()
-                    if (metric, label) in active]
+            return self._evaluator.active(per_level=True)
 
     def exposition_snapshot(self) -> ExpositionSnapshot:
         status: list[StatusFamily] = []
@@ -507,7 +501,8 @@ class MetricsEndpoint:
                 target_up=self.target_up(),
                 collections=self._collections,
                 last_collection_seconds=self._last_collection_seconds,
-                collection_errors=dict(self._errors),
+                # every source listed, 0 until it fails: rate() works from the start
+                collection_errors={**{s.name: 0 for s in self._sources}, **self._errors},
                 dropped_latency_observations=self.store.latency.dropped_observations,
                 dropped_extension_updates=self.store.extensions.dropped_updates,
                 status=status,

@@ -138,23 +138,29 @@ class AlertEvaluator:
                 del self._instances[key]  # nothing pending: keep no state for quiet values
         return events
 
-    def active(self) -> list[ActiveAlert]:
+    def active(self, per_level: bool = False) -> list[ActiveAlert]:
+        """Active alerts at their reported (highest) level, as the seed lists them; with
+        ``per_level`` one per firing level instead, as Prometheus rules would fire them."""
         out = []
         for (metric, label), inst in self._instances.items():
             if inst.level is None:
                 continue
-            out.append(
-                ActiveAlert(
-                    metric=metric,
-                    level=inst.level,
-                    current_value=inst.value,
-                    warning_threshold=inst.rule.warning_threshold,
-                    critical_threshold=inst.rule.critical_threshold,
-                    description=inst.rule.description,
-                    since_ms=inst.level_since,
-                    labels=labels_for(metric, label),
-                )
+            levels = (
+                [lvl for lvl, s in inst.levels.items() if s.firing] if per_level else [inst.level]
             )
+            for level in levels:
+                out.append(
+                    ActiveAlert(
+                        metric=metric,
+                        level=level,
+                        current_value=inst.value,
+                        warning_threshold=inst.rule.warning_threshold,
+                        critical_threshold=inst.rule.critical_threshold,
+                        description=inst.rule.description,
+                        since_ms=inst.level_since,
+                        labels=labels_for(metric, label),
+                    )
+                )
         return out
 
     def firing(self) -> list[tuple[str, str, str]]:

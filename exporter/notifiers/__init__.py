@@ -121,8 +121,9 @@ class Notifiers:
                     unused.remove(same)
                     webhooks.append(same)
                 else:
-                    hook = WebhookNotifier(wc, name="", transport=self._transport,
-                                           clock=self._clock)
+                    hook = WebhookNotifier(
+                        wc, name="", transport=self._transport, clock=self._clock
+                    )
                     webhooks.append(hook)
                     started.append(hook)
             taken = {h.name for h in webhooks if h not in started}
@@ -164,12 +165,27 @@ class Notifiers:
             for reason in DROP_REASONS:
                 dropped.append(({**who, "reason": reason}, float(st.dropped[reason])))
         return [
-            StatusFamily(SENT, "counter", "Notifications delivered (2xx answer), per notifier; "
-                         "for the Alertmanager, POSTs of the alert state", sent),
-            StatusFamily(FAILED, "counter", "Notification delivery attempts that failed "
-                         "(error status, timeout, connection error)", failed),
-            StatusFamily(DROPPED, "counter", "Notifications given up, by reason: queue_full, "
-                         "retries_exhausted, expired, rejected", dropped),
+            StatusFamily(
+                SENT,
+                "counter",
+                "Notifications delivered (2xx answer), per notifier; "
+                "for the Alertmanager, POSTs of the alert state",
+                sent,
+            ),
+            StatusFamily(
+                FAILED,
+                "counter",
+                "Notification delivery attempts that failed "
+                "(error status, timeout, connection error)",
+                failed,
+            ),
+            StatusFamily(
+                DROPPED,
+                "counter",
+                "Notifications given up, by reason: queue_full, "
+                "retries_exhausted, expired, rejected",
+                dropped,
+            ),
             StatusFamily(QUEUE_LENGTH, "gauge", "Notifications waiting to be delivered", queued),
         ]
 
@@ -189,8 +205,9 @@ class Notifiers:
         return _close_all(notifiers, timeout)
 
 
-def _close_all(notifiers: list[_Notifier] | tuple[_Notifier, ...],
-               timeout: float) -> dict[str, list[Pending]]:
+def _close_all(
+    notifiers: list[_Notifier] | tuple[_Notifier, ...], timeout: float
+) -> dict[str, list[Pending]]:
     deadline = time.monotonic() + timeout
     for n in notifiers:
         n.begin_close()

@@ -122,9 +122,7 @@ class AlertmanagerNotifier:
 
     def start(self) -> AlertmanagerNotifier:
         self.worker.start()
-        self._ticker = threading.Thread(
-            target=self._tick, name=f"resend-{self.name}", daemon=True
-        )
+        self._ticker = threading.Thread(target=self._tick, name=f"resend-{self.name}", daemon=True)
         self._ticker.start()
         self.sync()  # whatever already fires
         return self

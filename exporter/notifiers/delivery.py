@@ -158,8 +158,9 @@ def is_retryable(status: int) -> bool:
     return status in (408, 429) or 500 <= status <= 599
 
 
-def backoff_delay(failures: int, initial: float = INITIAL_BACKOFF_S,
-                  cap: float = MAX_BACKOFF_S) -> float:
+def backoff_delay(
+    failures: int, initial: float = INITIAL_BACKOFF_S, cap: float = MAX_BACKOFF_S
+) -> float:
     """Seconds to wait after the ``failures``-th failed attempt in a row (1-based)."""
     return min(cap, initial * 2.0 ** min(failures - 1, 64))
 
@@ -223,7 +224,8 @@ class DeliveryWorker:
         self._queue: deque[Pending] = deque()
         self._current: Pending | None = None  # taken off the queue by the thread
         self._in_flight = False  # the current item is being sent right now
-        self._closing = False
+        self._closing = False  # no new items; deliver what is ready, no more retry waits
+        self._abandoned = False  # close() returned: the thread must not send anything more
         self._sent = 0
         self._failed = 0
         self._dropped: Counter[str] = Counter()
@@ -282,17 +284,6 @@ class DeliveryWorker:
         with self._lock:
             self._dropped[reason] += n
 
-    def flush(self, timeout: float) -> bool:
-        """Wait (really) until nothing is pending; True if that happened within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if not self._queue and self._current is None:
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-
     def close(self, timeout: float = 5.0) -> list[Pending]:
         """Stop the thread and return what was not delivered.
 
@@ -313,12 +304,14 @@ class DeliveryWorker:
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
+            self._abandoned = True  # a thread still stuck in a request stops after it
             pending = ([self._current] if self._current is not None else []) + list(self._queue)
         if pending:
             log.warning(
                 "%s: %d notification(s) not delivered to %s at close",
-                self.name, len(pending), self._where,
-                extra={"notifier": self.name, "url": self._where},
+                self.name,
+                len(pending),
+                self._where,
             )
         return pending
 
@@ -329,6 +322,8 @@ class DeliveryWorker:
         while True:
             self._log_queue_full()
             with self._lock:
+                if self._abandoned:
+                    return
                 if self._current is None and self._queue:
                     self._current = self._queue.popleft()
                     self._current.next_attempt = clock.monotonic()
@@ -397,8 +392,9 @@ class DeliveryWorker:
             if self._streak:
                 log.info(
                     "%s: delivering to %s again after %d failed attempt(s)",
-                    self.name, self._where, self._streak,
-                    extra={"notifier": self.name, "url": self._where},
+                    self.name,
+                    self._where,
+                    self._streak,
                 )
             self._streak = 0
             self._warned.clear()
@@ -409,7 +405,8 @@ class DeliveryWorker:
         self._streak += 1
         if error == "rejected":
             self._log_once(
-                REJECTED, "%s: %s rejected a notification with %s; dropping it (not retried)",
+                REJECTED,
+                "%s: %s rejected a notification with %s; dropping it (not retried)",
                 problem,
             )
             self._finish(item, REJECTED)
@@ -425,9 +422,7 @@ class DeliveryWorker:
             return
         delay = backoff_delay(item.attempts, self.initial_backoff, self.max_backoff)
         item.next_attempt = self._clock.monotonic() + delay
-        self._log_once(
-            "retry", "%s: delivery to %s failed (%s); retrying with backoff", problem
-        )
+        self._log_once("retry", "%s: delivery to %s failed (%s); retrying with backoff", problem)
 
     def _finish(self, item: Pending, drop_reason: str | None) -> None:
         """The current item is done: delivered, or dropped for ``drop_reason``."""
@@ -438,7 +433,8 @@ class DeliveryWorker:
                 self._dropped[drop_reason] += 1
         if drop_reason == EXPIRED:
             self._log_once(
-                EXPIRED, "%s: dropping notification(s) for %s (%s): older than the retry window",
+                EXPIRED,
+                "%s: dropping notification(s) for %s (%s): older than the retry window",
                 EXPIRED,
             )
 
@@ -448,7 +444,8 @@ class DeliveryWorker:
         if count > self._queue_full_logged:
             self._queue_full_logged = count
             self._log_once(
-                QUEUE_FULL, "%s: queue for %s is full; dropping the oldest notification(s) (%s)",
+                QUEUE_FULL,
+                "%s: queue for %s is full; dropping the oldest notification(s) (%s)",
                 f"{count} so far",
             )
 
@@ -456,8 +453,7 @@ class DeliveryWorker:
         """Log the first occurrence of ``kind`` in a failure streak; later ones at debug."""
         level = logging.DEBUG if kind in self._warned else logging.WARNING
         self._warned.add(kind)
-        log.log(level, msg, self.name, self._where, detail,
-                extra={"notifier": self.name, "url": self._where})
+        log.log(level, msg, self.name, self._where, detail)
 
 
 def _describe(e: BaseException) -> str:
