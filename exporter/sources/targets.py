@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,18 @@ class PidfileFinder(ProcessFinder):
         return f"pidfile {self.path}"
 
 
-def _all_pids() -> list[int]:
-    return [int(e) for e in os.listdir(PROC) if e.isdigit()]
+def _other_pids_where(proc_file: str, matches: Callable[[bytes], bool]) -> list[int]:
+    """PIDs of other processes whose /proc/PID/``proc_file`` satisfies ``matches``
+    (the exporter never matches itself, whatever its own command line says)."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir(PROC):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        content = _read_bytes(f"/proc/{entry}/{proc_file}")
+        if content is not None and matches(content):
+            found.append(int(entry))
+    return found
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -99,15 +110,7 @@ class NameFinder(ProcessFinder):
         self._comm = name.encode()[:15]
 
     def find(self) -> list[int]:
-        me = os.getpid()
-        found = []
-        for pid in _all_pids():
-            if pid == me:
-                continue
-            comm = _read_bytes(f"/proc/{pid}/comm")
-            if comm is not None and comm.rstrip(b"\n") == self._comm:
-                found.append(pid)
-        return found
+        return _other_pids_where("comm", lambda comm: comm.rstrip(b"\n") == self._comm)
 
     def describe(self) -> str:
         return f"name {self.name}"
@@ -123,18 +126,13 @@ class CmdlineFinder(ProcessFinder):
             raise ValueError(f"invalid command-line regex {pattern!r}: {e}") from None
 
     def find(self) -> list[int]:
-        me = os.getpid()
-        found = []
-        for pid in _all_pids():
-            if pid == me:
-                continue
-            raw = _read_bytes(f"/proc/{pid}/cmdline")
-            if not raw:  # kernel threads and zombies have an empty cmdline
-                continue
-            cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-            if self.regex.search(cmdline):
-                found.append(pid)
-        return found
+        return _other_pids_where("cmdline", self._matches)
+
+    def _matches(self, raw: bytes) -> bool:
+        if not raw:  # kernel threads and zombies have an empty cmdline
+            return False
+        cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        return self.regex.search(cmdline) is not None
 
     def describe(self) -> str:
         return f"cmdline /{self.regex.pattern}/"

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from exporter.endpoint import MetricsEndpoint
@@ -169,25 +171,35 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@contextmanager
+def exporter_daemon(port: int) -> Iterator[subprocess.Popen]:
+    """The real daemon on 127.0.0.1:``port``, quiet, collecting every second."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "exporter.yaml"
+        cfg.write_text("interval: 1s\nlogging: {level: WARNING}\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config", str(cfg),
+             "--listen", f"127.0.0.1:{port}"], cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_port(port, proc)
+            yield proc
+        finally:
+            _stop(proc)
+
+
 def bench_scrape(repeats: int = 3) -> str:
     node = shutil.which("prometheus-node-exporter")
     if shutil.which("wrk") is None or node is None:
         return "### Scrape throughput\n\n(wrk or prometheus-node-exporter missing: `make tools`)\n"
     ours_port, node_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "exporter.yaml"
-        cfg.write_text("interval: 1s\nlogging: {level: WARNING}\n")
-        ours = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config", str(cfg),
-             "--listen", f"127.0.0.1:{ours_port}"], cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+    with exporter_daemon(ours_port):
         theirs = subprocess.Popen(
             [node, f"--web.listen-address=127.0.0.1:{node_port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_port(ours_port, ours)
             _wait_port(node_port, theirs)
             batch = {"latency_ms": {f"/api/endpoint/{i}": [float(j) for j in range(0, 1000, 50)]
                                     for i in range(N_ENDPOINTS)}}
@@ -210,7 +222,6 @@ def bench_scrape(repeats: int = 3) -> str:
                 rows.append([label, f"{rps:,.0f}", f"{p99:.1f}",
                              f"{statistics.median(ratios):.1f}" if name == "ours" else "1.0"])
         finally:
-            _stop(ours)
             _stop(theirs)
     return table(
         f"Scrape throughput, `wrk -t2 -c16 -d8s`, median of {repeats} runs "
@@ -222,31 +233,20 @@ def bench_scrape(repeats: int = 3) -> str:
 
 def bench_ingest(batches: int = 200, size: int = 1000) -> str:
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "exporter.yaml"
-        cfg.write_text("interval: 1s\nlogging: {level: WARNING}\n")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "run", "--config", str(cfg),
-             "--listen", f"127.0.0.1:{port}"], cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_port(port, proc)
-            body = json.dumps({"latency_ms": {
-                f"/api/endpoint/{i % 20}": [float((i * 7 + j) % 900) for j in range(size // 20)]
-                for i in range(20)
-            }}).encode()
-            conn = http.client.HTTPConnection("127.0.0.1", port)
-            runs = []
-            for _ in range(5):
-                t0 = time.perf_counter()
-                for _ in range(batches // 5):
-                    conn.request("POST", "/metrics/record", body,
-                                 {"Content-Type": "application/json"})
-                    assert conn.getresponse().read()
-                runs.append((batches // 5) * size / (time.perf_counter() - t0))
-        finally:
-            _stop(proc)
+    with exporter_daemon(port):
+        body = json.dumps({"latency_ms": {
+            f"/api/endpoint/{i % 20}": [float((i * 7 + j) % 900) for j in range(size // 20)]
+            for i in range(20)
+        }}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(batches // 5):
+                conn.request("POST", "/metrics/record", body,
+                             {"Content-Type": "application/json"})
+                assert conn.getresponse().read()
+            runs.append((batches // 5) * size / (time.perf_counter() - t0))
     ours = statistics.median(runs)
     ep = MetricsEndpoint(sources=[])
     ep.start_collection(3_600_000)
