@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass, replace
 
 from exporter.config import Config, ConfigError, Problem, load_config
-from exporter.endpoint import MetricsEndpoint, StatusFamily
+from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import App, HttpSettings
 from exporter.http.server import ExporterServer
 from exporter.logs import setup_logging
 from exporter.notifiers import build_notifiers
 from exporter.sdnotify import SystemdNotifier
+from exporter.snapshot import StatusFamily
 from exporter.sources.base import Source
 from exporter.sources.connections import ConnectionSource
 from exporter.sources.process import ProcessSource

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from exporter.alerts.evaluator import AlertEvaluator
@@ -35,97 +34,18 @@ from exporter.documents import (
 )
 from exporter.extensions import validate_extension
 from exporter.ingest import Batch
-from exporter.latency import DEFAULT_BUCKETS_SECONDS, HistogramSnapshot, validate_latency
+from exporter.latency import DEFAULT_BUCKETS_SECONDS, validate_latency
+from exporter.signals import Signal
+from exporter.snapshot import ExpositionSnapshot, StatusFamily
 from exporter.sources.base import Source
 from exporter.sources.process import ProcessSource
 from exporter.sources.targets import SelfFinder
 from exporter.store import DEFAULT_CAPACITY, SERIES_KEYS, MetricStore
+from exporter.values import DEFAULT_INTERVAL_MS, check_count, check_gauge, check_interval_ms
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_MS = 60_000
-MIN_INTERVAL_MS = 10
-MAX_INTERVAL_MS = 86_400_000
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def check_interval_ms(interval_ms: object) -> int:
-    if isinstance(interval_ms, bool) or not isinstance(interval_ms, int | float):
-        raise ValueError(f"collection interval must be a number of milliseconds: {interval_ms!r}")
-    if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
-        raise ValueError(
-            f"collection interval must be between {MIN_INTERVAL_MS} ms and 24 h, "
-            f"got {interval_ms!r} ms"
-        )
-    return int(interval_ms)
-
-
-def check_gauge(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r:.40}")
-    v = float(value) if abs(value) < 1e300 else math.inf  # a huge int: no OverflowError
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r:.40}")
-    return v
-
-
-@dataclass(frozen=True, slots=True)
-class StatusFamily:
-    """One metric family about the exporter itself; ``kind`` is gauge or counter (samples
-    of a counter are named without the ``_total`` the exposition adds)."""
-
-    name: str
-    kind: str
-    help: str
-    samples: list[tuple[dict[str, str], float]]
-
-
-def check_count(name: str, value: object) -> float:
-    v = check_gauge(name, value)
-    if not v.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r:.40}")
-    return v
-
-
-@dataclass(frozen=True, slots=True)
-class ExpositionSnapshot:
-    """What the Prometheus collector renders, taken in one moment under the lock."""
-
-    latest: dict[str, float | None]
-    histograms: dict[str, HistogramSnapshot]
-    extensions: dict[str, str]
-    firing: list[tuple[str, str, str]]  # (metric, label, level) of every firing level
-    rules: list[AlertRule]
-    target_up: bool | None
-    collections: int
-    last_collection_seconds: float | None
-    collection_errors: dict[str, int]
-    dropped_latency_observations: int
-    dropped_extension_updates: int
-    status: list[StatusFamily]  # from the registered status providers
-
-
-class _Signal:
-    """A list of callbacks; one that raises is logged and does not stop the others."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._callbacks: list[Callable[..., Any]] = []
-
-    def connect(self, callback: F) -> F:
-        self._callbacks.append(callback)
-        return callback
-
-    def disconnect(self, callback: Callable[..., Any]) -> None:
-        self._callbacks.remove(callback)
-
-    def emit(self, *args: Any) -> None:
-        for cb in list(self._callbacks):
-            try:
-                cb(*args)
-            except Exception:
-                log.exception("%s callback %r failed", self.name, cb)
 
 
 class MetricsEndpoint:
@@ -167,11 +87,11 @@ class MetricsEndpoint:
         self._renderer: Any = None
         self._json_renderer: Any = None
         # The seed's four signals, plus every alert transition for notifiers.
-        self.metrics_collected = _Signal("metrics_collected")
-        self.alert_triggered = _Signal("alert_triggered")
-        self.collection_started = _Signal("collection_started")
-        self.collection_stopped = _Signal("collection_stopped")
-        self.alert_event = _Signal("alert_event")
+        self.metrics_collected = Signal("metrics_collected")
+        self.alert_triggered = Signal("alert_triggered")
+        self.collection_started = Signal("collection_started")
+        self.collection_stopped = Signal("collection_stopped")
+        self.alert_event = Signal("alert_event")
 
     # --- signal registration (the seed's connect(...)) ------------------------------------
 

@@ -28,8 +28,9 @@ from exporter.extensions import EXTENSION_STATES
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
-    from exporter.endpoint import ExpositionSnapshot, MetricsEndpoint
+    from exporter.endpoint import MetricsEndpoint
     from exporter.latency import HistogramSnapshot
+    from exporter.snapshot import ExpositionSnapshot
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"

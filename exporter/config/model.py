@@ -15,10 +15,10 @@ from ipaddress import IPv4Network, IPv6Network
 from exporter.alerts.rules import DEFAULT_RULES, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.config.errors import quote
-from exporter.endpoint import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS
 from exporter.latency import DEFAULT_BUCKETS_SECONDS
 from exporter.sources.targets import TargetSpec
 from exporter.store import DEFAULT_CAPACITY
+from exporter.values import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS
 
 INTERVAL_MIN = MIN_INTERVAL_MS / 1000
 INTERVAL_MAX = MAX_INTERVAL_MS / 1000

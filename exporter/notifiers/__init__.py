@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from exporter.alerts.events import AlertEvent
 from exporter.config.model import NotifiersConfig
-from exporter.endpoint import MetricsEndpoint, StatusFamily
+from exporter.endpoint import MetricsEndpoint
 from exporter.notifiers.alertmanager import AlertmanagerNotifier
 from exporter.notifiers.delivery import (
     DROP_REASONS,
@@ -45,6 +45,7 @@ from exporter.notifiers.delivery import (
     redact_url,
 )
 from exporter.notifiers.webhook import WebhookNotifier
+from exporter.snapshot import StatusFamily
 
 __all__ = [
     "AlertmanagerNotifier",

@@ -1,0 +1,38 @@
+"""What the exposition renders: one consistent moment of the monitor, taken under its lock,
+plus the families that status providers add about the exporter's own machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.alerts.rules import AlertRule
+from exporter.latency import HistogramSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFamily:
+    """One metric family about the exporter itself; ``kind`` is gauge or counter (samples
+    of a counter are named without the ``_total`` the exposition adds)."""
+
+    name: str
+    kind: str
+    help: str
+    samples: list[tuple[dict[str, str], float]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpositionSnapshot:
+    """What the Prometheus collector renders, taken in one moment under the lock."""
+
+    latest: dict[str, float | None]
+    histograms: dict[str, HistogramSnapshot]
+    extensions: dict[str, str]
+    firing: list[tuple[str, str, str]]  # (metric, label, level) of every firing level
+    rules: list[AlertRule]
+    target_up: bool | None
+    collections: int
+    last_collection_seconds: float | None
+    collection_errors: dict[str, int]
+    dropped_latency_observations: int
+    dropped_extension_updates: int
+    status: list[StatusFamily]  # from the registered status providers
