@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,8 +15,12 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from tests.helpers import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (\S+) port (\d+)")
@@ -93,25 +96,24 @@ class RunningDaemon:
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM by PID, then wait; SIGKILL only if it does not end in time."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def start_daemon(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                  timeout: float = 30) -> RunningDaemon:
     """Start ``crankshaft-exporter run`` on 127.0.0.1, port chosen by the kernel, and wait
     for its "listening on" log line (an event, not a sleep)."""
-    log_path = tmp_path / f"daemon-{time.monotonic_ns()}.log"
     argv = [sys.executable, "-m", "exporter", "run", "--listen", "127.0.0.1:0", *args]
+    return launch_daemon(argv, tmp_path / f"daemon-{time.monotonic_ns()}.log",
+                         {**os.environ, **(env or {})}, timeout)
+
+
+def launch_daemon(argv: list[str], log_path: Path, env: dict[str, str],
+                  timeout: float = 30) -> RunningDaemon:
+    """Run the daemon's ``argv`` in exactly ``env``, its output in ``log_path``, and wait for
+    its "listening on" log line."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     deadline = time.monotonic() + timeout
     while True:
         match = LISTENING.search(log_path.read_text(errors="replace"))
@@ -123,6 +125,31 @@ def start_daemon(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
             proc.kill()
             raise RuntimeError(f"daemon did not start: {log_path.read_text()}")
         time.sleep(0.02)
+
+
+def write_connection_alert_config(path: Path, notifiers: dict[str, Any]) -> Path:
+    """A config collecting every second from no target, with the seed's active_connections
+    alert (warning 50, critical 100) and these notifiers."""
+    config = {
+        "interval": "1s",
+        "target": {"kind": "none"},
+        "alerts": [
+            {
+                "metric": "active_connections",
+                "warning": 50,
+                "critical": 100,
+                "description": "Too many active connections",
+            }
+        ],
+        "notifiers": notifiers,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def push_connections(d: RunningDaemon, connections: int) -> None:
+    r = d.post_json("/metrics/record", {"active_connections": connections})
+    assert r.status == 200, r.text
 
 
 @pytest.fixture

@@ -4,11 +4,6 @@ data dir; stopped by PID.  Recipe and timings: shared/notes/real-components.md."
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,14 +11,11 @@ from typing import Any
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import LocalServer, wait_for
+from tests.helpers import free_port as free_port  # the benchmarks import it from here
 
 
-class PrometheusServer:
+class PrometheusServer(LocalServer):
     """``with PrometheusServer(tmp_path, scrape_configs, rule_files) as prom: prom.query(...)``"""
 
     def __init__(
@@ -34,10 +26,7 @@ class PrometheusServer:
         alertmanager: str | None = None,
         binary: str = "prometheus",
     ) -> None:
-        self.dir = workdir / f"prometheus-{time.monotonic_ns()}"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("prometheus", workdir)
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": scrape_configs,
@@ -50,11 +39,9 @@ class PrometheusServer:
             }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.binary = binary
-        self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> PrometheusServer:
-        self.log = open(self.dir / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
+        self.launch(
             [
                 self.binary,
                 f"--config.file={self.dir / 'prometheus.yml'}",
@@ -62,31 +49,12 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
                 "--rules.alert.resend-delay=1s",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            ]
         )
-        self.wait_for(lambda: self._ready(), 30, "Prometheus to become ready")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited: {(self.dir / 'prometheus.log').read_text()}")
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        self.stop()
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -102,20 +70,4 @@ class PrometheusServer:
 
     def wait_for_query(self, expr: str, timeout: float = 60) -> list[dict[str, Any]]:
         """Poll until the query returns data (the first scrape comes ~6 s after start)."""
-        result: list[dict[str, Any]] = []
-
-        def has_data() -> bool:
-            nonlocal result
-            result = self.query(expr)
-            return bool(result)
-
-        self.wait_for(has_data, timeout, f"data for {expr}")
-        return result
-
-    @staticmethod
-    def wait_for(condition: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.2)
+        return wait_for(lambda: self.query(expr), f"data for {expr}", timeout, interval=0.2)

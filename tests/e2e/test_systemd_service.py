@@ -35,6 +35,7 @@ from tests.e2e.container import (
     rootfs_tarball,
     wheelhouse,
 )
+from tests.seed_contract import SEED_GAUGE_HELP, SUMMARY_KEYS
 
 pytestmark = pytest.mark.real
 
@@ -45,16 +46,6 @@ DROPIN = f"/etc/systemd/system/{UNIT}.d/test.conf"
 PREFIX = "/opt/crankshaft-exporter"
 MARKER = "# e2e marker: `make install` must keep an existing configuration\n"
 PROM_TEXT = "text/plain;version=0.0.4"
-SUMMARY_KEYS = {
-    "uptime_seconds",
-    "memory_mb",
-    "cpu_percent",
-    "active_connections",
-    "total_connections",
-    "avg_latency_ms",
-    "last_hour",
-    "active_alerts",
-}
 
 # What the journal holds when JournalHandler.emit fails: systemd.journal.send formats
 # CODE_LINE with "{:d}".  This test found that exporter/logs.py passed str(record.lineno);
@@ -302,12 +293,7 @@ def test_http_api_answers_inside_the_sandbox(box: Container) -> None:
     assert set(summary["last_hour"]) == {"memory_avg", "memory_max", "cpu_avg", "cpu_max"}
     assert summary["memory_mb"] > 0, "reading /proc/self under the sandbox failed"
     text = exposition(box)
-    for name in (
-        "crankshaft_memory_usage_mb",
-        "crankshaft_cpu_usage_percent",
-        "crankshaft_websocket_active_connections",
-        "crankshaft_request_latency_ms",
-    ):
+    for name in SEED_GAUGE_HELP:
         assert f"# TYPE {name} gauge" in text, name
     assert "crankshaft_target_up 1.0" in text
     assert threshold_line("active_connections", "warning", 50.0) in text

@@ -9,12 +9,8 @@ polled with deadlines; nothing sleeps a fixed time.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,34 +18,26 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import RunningDaemon, require_tool
-from tests.prometheus_server import free_port
+from tests.conftest import (
+    RunningDaemon,
+    push_connections,
+    require_tool,
+    write_connection_alert_config,
+)
+from tests.helpers import LocalServer, wait_for
 
 pytestmark = pytest.mark.real
 
 DEADLINE_S = 60.0
+POLL_S = 0.2  # each look at Alertmanager runs amtool
 ALERTNAME = "CrankshaftActiveConnections"
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-class Alertmanager:
+class Alertmanager(LocalServer):
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.binary = require_tool("prometheus-alertmanager")
         self.amtool = require_tool("amtool")
-        self.dir = workdir / f"alertmanager-{time.monotonic_ns()}"
-        self.dir.mkdir()
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("alertmanager", workdir, port)
         (self.dir / "am.yml").write_text(
             yaml.safe_dump(
                 {
@@ -58,44 +46,18 @@ class Alertmanager:
                 }
             )
         )
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> Alertmanager:
-        with open(self.dir / "alertmanager.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={self.dir / 'am.yml'}",
-                    f"--storage.path={self.dir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--cluster.listen-address=",  # keeps it off 0.0.0.0:9094
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._ready, "Alertmanager to become ready", 30)
+        self.launch(
+            [
+                self.binary,
+                f"--config.file={self.dir / 'am.yml'}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # keeps it off 0.0.0.0:9094
+            ]
+        )
         return self
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"alertmanager exited: {self.read_log()}")
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def read_log(self) -> str:
-        return (self.dir / "alertmanager.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
     def alerts(self) -> list[dict[str, Any]]:
         """The active alerts, as amtool lists them (resolved ones are not listed)."""
@@ -125,31 +87,14 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
 
 
 def write_config(path: Path, am_url: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "interval": "1s",
-                "target": {"kind": "none"},
-                "alerts": [
-                    {
-                        "metric": "active_connections",
-                        "warning": 50,
-                        "critical": 100,
-                        "description": "Too many active connections",
-                    }
-                ],
-                "notifiers": {
-                    "alertmanager": {"url": am_url, "timeout": "2s", "resend_interval": "2s"}
-                },
-            }
-        )
+    return write_connection_alert_config(
+        path, {"alertmanager": {"url": am_url, "timeout": "2s", "resend_interval": "2s"}}
     )
-    return path
 
 
-def push(d: RunningDaemon, connections: int) -> None:
-    r = d.post_json("/metrics/record", {"active_connections": connections})
-    assert r.status == 200, r.text
+def wait_until(condition: Callable[[], Any], what: str) -> Any:
+    """``wait_for`` with this module's deadline, at the pace of amtool."""
+    return wait_for(condition, what, DEADLINE_S, POLL_S)
 
 
 def assert_labels(alert: dict[str, Any], severity: str) -> None:
@@ -170,15 +115,16 @@ def test_alerts_fire_and_resolve_in_alertmanager(
 ) -> None:
     alertmanager.start()
     d = daemon_factory("--config", str(write_config(tmp_path / "e.yaml", alertmanager.url)))
-    push(d, 120)  # above both thresholds: a critical and a warning alert, as Prometheus would
-    alerts = wait_for(
+    # Above both thresholds: a critical and a warning alert, as Prometheus would.
+    push_connections(d, 120)
+    alerts = wait_until(
         lambda: (a := alertmanager.crankshaft()) and len(a) == 2 and a,
         "both levels in Alertmanager",
     )
     assert_labels(alerts["critical"], "critical")
     assert_labels(alerts["warning"], "warning")
-    push(d, 10)
-    wait_for(lambda: not alertmanager.crankshaft(), "the alerts to resolve in Alertmanager")
+    push_connections(d, 10)
+    wait_until(lambda: not alertmanager.crankshaft(), "the alerts to resolve in Alertmanager")
     assert "level=error" not in alertmanager.read_log()
 
 
@@ -186,9 +132,9 @@ def test_an_alert_fired_while_alertmanager_is_down_arrives_when_it_is_up(
     daemon_factory: Callable[..., RunningDaemon], alertmanager: Alertmanager, tmp_path: Path
 ) -> None:
     d = daemon_factory("--config", str(write_config(tmp_path / "e.yaml", alertmanager.url)))
-    push(d, 60)  # warning only; Alertmanager is not running yet: connection refused
-    wait_for(lambda: d.request("/metrics/alerts").json(), "the alert to fire in the daemon")
-    wait_for(
+    push_connections(d, 60)  # warning only; Alertmanager is not running yet: connection refused
+    wait_until(lambda: d.request("/metrics/alerts").json(), "the alert to fire in the daemon")
+    wait_until(
         lambda: (
             'crankshaft_notifications_failed_total{notifier="alertmanager"} 0'
             not in d.request("/metrics/prometheus").text
@@ -196,13 +142,13 @@ def test_an_alert_fired_while_alertmanager_is_down_arrives_when_it_is_up(
         "a failed delivery attempt",
     )
     alertmanager.start()
-    alerts = wait_for(alertmanager.crankshaft, "the alert to arrive after the outage")
+    alerts = wait_until(alertmanager.crankshaft, "the alert to arrive after the outage")
     assert list(alerts) == ["warning"]
     assert_labels(alerts["warning"], "warning")
-    push(d, 120)  # escalates: the critical level joins, the warning one stays
-    wait_for(
+    push_connections(d, 120)  # escalates: the critical level joins, the warning one stays
+    wait_until(
         lambda: set(alertmanager.crankshaft()) == {"warning", "critical"},
         "the critical level to arrive",
     )
-    push(d, 10)
-    wait_for(lambda: not alertmanager.crankshaft(), "the alerts to resolve")
+    push_connections(d, 10)
+    wait_until(lambda: not alertmanager.crankshaft(), "the alerts to resolve")

@@ -12,18 +12,17 @@ import http.client
 import io
 import json
 import socket
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningDaemon, start_daemon
+from tests.conftest import Response, RunningDaemon, start_daemon
+from tests.helpers import poll
 
-DEADLINE_S = 20.0
 MAX_BODY = 1_048_576
 
 BASELINE: dict[str, Any] = {
@@ -86,24 +85,14 @@ def get_json(d: RunningDaemon, path: str) -> Any:
     return r.json()
 
 
-def poll(fetch: Callable[[], Any], condition: Callable[[Any], bool], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = fetch()
-        if condition(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; last: {str(value)[:500]}")
-        time.sleep(0.02)
-
-
-def assert_json_error(status: int | None, headers: dict[str, str], body: bytes,
-                      expected: int | tuple[int, ...], mentions: str | None = None) -> str:
+def assert_json_error(r: Raw | Response, expected: int | tuple[int, ...],
+                      mentions: str | None = None) -> str:
+    """``r`` is a JSON ``{"error": ...}`` with an expected status; its message is returned."""
     expected = (expected,) if isinstance(expected, int) else expected
-    assert status in expected, (status, body[:300])
-    assert headers.get("content-type", "").split(";")[0] == "application/json", headers
-    assert b"Traceback" not in body
-    doc = json.loads(body)
+    assert r.status in expected, (r.status, r.body[:300])
+    assert r.headers.get("content-type", "").split(";")[0] == "application/json", r.headers
+    assert b"Traceback" not in r.body
+    doc = json.loads(r.body)
     assert isinstance(doc, dict) and set(doc) == {"error"}, doc
     assert isinstance(doc["error"], str) and doc["error"]
     if mentions is not None:
@@ -197,19 +186,19 @@ def intact(svc: RunningDaemon, baseline: dict[str, Any]) -> Iterator[None]:
 )
 def test_unknown_path_is_404_json(svc: RunningDaemon, path: str) -> None:
     r = svc.request(path)
-    assert_json_error(r.status, r.headers, r.body, 404)
+    assert_json_error(r, 404)
 
 
 def test_non_utf8_bytes_in_path_and_query(svc: RunningDaemon) -> None:
     r = raw_request(svc, b"GET /metrics/\xff\xfe\x80 HTTP/1.1\r\nHost: x\r\n"
                          b"Connection: close\r\n\r\n")
-    assert_json_error(r.status, r.headers, r.body, 404)
+    assert_json_error(r, 404)
     r = raw_request(svc, b"GET /metrics?last_n=\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close"
                          b"\r\n\r\n")
-    assert_json_error(r.status, r.headers, r.body, 400, "last_n")
+    assert_json_error(r, 400, "last_n")
     r = raw_request(svc, b"GET /metrics/csv?last_n=%ff%00 HTTP/1.1\r\nHost: x\r\n"
                          b"Connection: close\r\n\r\n")
-    assert_json_error(r.status, r.headers, r.body, 400, "last_n")
+    assert_json_error(r, 400, "last_n")
 
 
 @pytest.mark.parametrize(
@@ -231,7 +220,7 @@ def test_wrong_method_is_405_with_allow(svc: RunningDaemon, method: str, path: s
     body = b'{"memory_mb": 1}' if method in ("POST", "PUT", "PATCH") else None
     headers = {"Content-Type": "application/json"} if body else {}
     r = svc.request(path, method, body, headers)
-    assert_json_error(r.status, r.headers, r.body, 405)
+    assert_json_error(r, 405)
     assert {m.strip() for m in r.headers["allow"].split(",")} == allow
 
 
@@ -282,11 +271,17 @@ def test_head_gives_headers_without_body(svc: RunningDaemon, path: str) -> None:
 )
 def test_bad_last_n_is_400(svc: RunningDaemon, route: str, query: str) -> None:
     r = svc.request(f"{route}?{query}")
-    message = assert_json_error(r.status, r.headers, r.body, 400, "last_n")
+    message = assert_json_error(r, 400, "last_n")
     assert len(message) < 300, "the message echoes the whole parameter"
 
 
 # --- POST /metrics/record: the body --------------------------------------------------------
+
+
+def cases(table: list[tuple[str, bytes, str]]) -> list[Any]:
+    """A table of (name, body, what the error mentions) as pytest parameters named by it."""
+    return [pytest.param(body, mentions, id=name) for name, body, mentions in table]
+
 
 FIELD_ERRORS: list[tuple[str, bytes, str]] = [
     ("1e999", b'{"memory_mb": 1e999}', "memory_mb"),
@@ -320,11 +315,9 @@ FIELD_ERRORS: list[tuple[str, bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "field_name"), [(b, f) for _, b, f in FIELD_ERRORS],
-                         ids=[i for i, _, _ in FIELD_ERRORS])
+@pytest.mark.parametrize(("body", "field_name"), cases(FIELD_ERRORS))
 def test_invalid_field_is_400_naming_it(svc: RunningDaemon, body: bytes, field_name: str) -> None:
-    r = post(svc, body)
-    message = assert_json_error(r.status, r.headers, r.body, 400, field_name)
+    message = assert_json_error(post(svc, body), 400, field_name)
     assert len(message) < 400
 
 
@@ -350,11 +343,9 @@ DOCUMENT_ERRORS: list[tuple[str, bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "mentions"), [(b, m) for _, b, m in DOCUMENT_ERRORS],
-                         ids=[i for i, _, _ in DOCUMENT_ERRORS])
+@pytest.mark.parametrize(("body", "mentions"), cases(DOCUMENT_ERRORS))
 def test_invalid_document_is_400(svc: RunningDaemon, body: bytes, mentions: str) -> None:
-    r = post(svc, body)
-    message = assert_json_error(r.status, r.headers, r.body, 400, mentions)
+    message = assert_json_error(post(svc, body), 400, mentions)
     assert len(message) < 400
 
 
@@ -368,7 +359,7 @@ def test_invalid_document_is_400(svc: RunningDaemon, body: bytes, mentions: str)
 def test_number_literal_errors_name_the_field(svc: RunningDaemon, body: bytes,
                                               field_name: str) -> None:
     r = post(svc, body)
-    message = assert_json_error(r.status, r.headers, r.body, 400, field_name)
+    message = assert_json_error(r, 400, field_name)
     assert "sys." not in message
 
 
@@ -389,7 +380,7 @@ PARTLY_VALID: list[dict[str, Any]] = [
 def test_partly_valid_batch_applies_nothing(svc: RunningDaemon, baseline: dict[str, Any],
                                             batch: dict[str, Any]) -> None:
     r = svc.post_json("/metrics/record", batch)
-    assert_json_error(r.status, r.headers, r.body, 400)
+    assert_json_error(r, 400)
     # Latency and extensions apply at once, gauges at the next tick (checked by `intact`).
     doc = get_json(svc, "/metrics")
     assert doc["latency_breakdown"] == baseline["latency_breakdown"]
@@ -407,21 +398,21 @@ def test_partly_valid_batch_applies_nothing(svc: RunningDaemon, baseline: dict[s
 )
 def test_wrong_content_type_is_415(svc: RunningDaemon, content_type: str) -> None:
     r = post(svc, b'{"memory_mb": 1}', content_type)
-    assert_json_error(r.status, r.headers, r.body, 415, "application/json")
+    assert_json_error(r, 415, "application/json")
 
 
 def test_missing_content_type_is_415(svc: RunningDaemon) -> None:
     body = b'{"memory_mb": 1}'
     r = raw_request(svc, b"POST /metrics/record HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    assert_json_error(r.status, r.headers, r.body, 415)
+    assert_json_error(r, 415)
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON"])
 def test_json_content_type_variants_are_accepted(svc: RunningDaemon, content_type: str) -> None:
     # An empty batch: past the media type check, refused by validation, changes nothing.
     r = post(svc, b"{}", content_type)
-    assert_json_error(r.status, r.headers, r.body, 400, "empty")
+    assert_json_error(r, 400, "empty")
 
 
 def framed(content_length: bytes | None, body: bytes = b"", extra: bytes = b"") -> bytes:
@@ -434,25 +425,25 @@ def framed(content_length: bytes | None, body: bytes = b"", extra: bytes = b"") 
 @pytest.mark.parametrize("length", [MAX_BODY + 1, 10 * MAX_BODY, 10**15])
 def test_body_over_the_limit_is_413(svc: RunningDaemon, length: int) -> None:
     r = raw_request(svc, framed(str(length).encode()))  # the body is never sent
-    assert_json_error(r.status, r.headers, r.body, 413, str(MAX_BODY))
+    assert_json_error(r, 413, str(MAX_BODY))
 
 
 def test_body_at_the_limit_is_read(svc: RunningDaemon) -> None:
     body = b'{"memory_mb": -1}'
     body += b" " * (MAX_BODY - len(body))
     r = post(svc, body)
-    assert_json_error(r.status, r.headers, r.body, 400, "memory_mb")
+    assert_json_error(r, 400, "memory_mb")
 
 
 def test_missing_content_length_is_411(svc: RunningDaemon) -> None:
     # No body either: a refused request's unread bytes would make the close a reset.
     r = raw_request(svc, framed(None))
-    assert_json_error(r.status, r.headers, r.body, 411, "Content-Length")
+    assert_json_error(r, 411, "Content-Length")
 
 
 def test_chunked_body_is_411(svc: RunningDaemon) -> None:
     r = raw_request(svc, framed(None, extra=b"Transfer-Encoding: chunked\r\n"))
-    assert_json_error(r.status, r.headers, r.body, 411)
+    assert_json_error(r, 411)
 
 
 @pytest.mark.parametrize(
@@ -471,14 +462,14 @@ def test_chunked_body_is_411(svc: RunningDaemon) -> None:
 def test_invalid_content_length_is_4xx_json(svc: RunningDaemon, length: bytes) -> None:
     r = raw_request(svc, framed(length))
     assert r.status is not None, f"no HTTP response at all: {r.raw[:200]!r}"
-    assert_json_error(r.status, r.headers, r.body, (400, 413))
+    assert_json_error(r, (400, 413))
 
 
 def test_conflicting_content_lengths_are_refused(daemon: RunningDaemon) -> None:
     body = b'{"latency_ms": {"/smuggled": 1}}'
     r = raw_request(daemon, framed(str(len(body)).encode(), body,
                                    b"Content-Length: %d\r\n" % (len(body) + 7)))
-    assert_json_error(r.status, r.headers, r.body, 400)
+    assert_json_error(r, 400)
 
 
 @pytest.mark.parametrize("method", [b"GET", b"DELETE", b"PUT"])
@@ -508,7 +499,7 @@ def test_a_body_is_never_run_as_a_request(svc: RunningDaemon, method: bytes) -> 
 def test_garbage_request_line_is_400_json(svc: RunningDaemon, line: bytes, status: int) -> None:
     r = raw_request(svc, line + b"\r\nHost: x\r\n\r\n")
     assert r.status is not None, f"no HTTP status line; the server sent {r.raw[:200]!r}"
-    assert_json_error(r.status, r.headers, r.body, status)
+    assert_json_error(r, status)
     assert r.headers.get("connection") == "close"
 
 
@@ -529,7 +520,7 @@ def test_oversized_or_unknown_requests(svc: RunningDaemon, data: bytes,
                                        statuses: tuple[int, ...]) -> None:
     r = raw_request(svc, data)
     assert r.status is not None, r.raw[:200]
-    assert_json_error(r.status, r.headers, r.body, statuses)
+    assert_json_error(r, statuses)
 
 
 # --- slow and stalled clients ------------------------------------------------------------
@@ -577,7 +568,7 @@ def test_over_the_connection_cap_is_503_json_then_recovers(svc: RunningDaemon) -
     held = open_stalled(svc, 64)
     try:
         r = raw_request(svc, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert_json_error(r.status, r.headers, r.body, 503)
+        assert_json_error(r, 503)
         assert r.headers.get("retry-after") == "1"
     finally:
         for s in held:

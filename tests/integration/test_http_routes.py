@@ -30,6 +30,17 @@ import exporter
 from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import App
 from tests.conftest import RunningDaemon, start_daemon
+from tests.helpers import poll
+from tests.seed_contract import (
+    ALERT_KEYS,
+    CSV_HEADER,
+    METRICS_KEYS,
+    SEED_EXAMPLE_ALERT,
+    SEED_GAUGE_HELP,
+    SEED_SERIES,
+    SEED_THRESHOLDS,
+    SERIES_DOC_KEYS,
+)
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -93,48 +104,7 @@ SEED_SUMMARY_EXAMPLE: dict[str, Any] = {
     "total_connections": 152,
     "avg_latency_ms": 45.2,
     "last_hour": {"memory_avg": 238.4, "memory_max": 265.3, "cpu_avg": 15.2, "cpu_max": 42.1},
-    "active_alerts": [
-        {
-            "metric": "memory_usage",
-            "current_value": 245.8,
-            "warning_threshold": 220.0,
-            "critical_threshold": 280.0,
-            "description": "Memory usage high",
-            "level": "WARNING",
-        }
-    ],
-}
-TOP_LEVEL_KEYS = set(SEED_METRICS_EXAMPLE) | {"websocket_total"}
-SERIES_KEYS = {"name", "unit", "sample_count", "latest", "average", "min", "max", "samples"}
-SERIES_NAMES = {
-    "memory": ("memory_usage", "MB"),
-    "cpu": ("cpu_usage", "%"),
-    "websocket_active": ("active_connections", "count"),
-    "websocket_total": ("total_connections", "count"),
-    "latency": ("request_latency", "ms"),
-}
-ALERT_KEYS = {"metric", "current_value", "warning_threshold", "critical_threshold",
-              "description", "level"}
-CSV_HEADER = [
-    "timestamp", "memory_mb", "cpu_percent", "active_connections", "total_connections",
-    "request_latency_ms",
-]
-SEED_GAUGE_HELP = {
-    "crankshaft_memory_usage_mb": "Process memory usage in megabytes",
-    "crankshaft_cpu_usage_percent": "Process CPU usage percentage",
-    "crankshaft_websocket_active_connections": "Active WebSocket connections",
-    "crankshaft_request_latency_ms": "Average request latency in milliseconds",
-}
-# (thresholds the exposition must show) the seed's four default alerts.
-SEED_THRESHOLDS = {
-    ("memory_usage", "warning"): 1536.0,
-    ("memory_usage", "critical"): 2048.0,
-    ("cpu_usage", "warning"): 70.0,
-    ("cpu_usage", "critical"): 90.0,
-    ("active_connections", "warning"): 50.0,
-    ("active_connections", "critical"): 100.0,
-    ("request_latency", "warning"): 500.0,
-    ("request_latency", "critical"): 1000.0,
+    "active_alerts": [SEED_EXAMPLE_ALERT],
 }
 
 # A realistic batch from a head unit: several endpoints, one in scalar form, one whose name
@@ -196,19 +166,6 @@ def content_type_params(content_type: str) -> dict[str, str]:
         name, _, value = part.partition("=")
         params[name.strip().lower()] = value.strip()
     return params
-
-
-def poll(fetch: Callable[[], Any], condition: Callable[[Any], bool], what: str,
-         timeout: float = DEADLINE_S) -> Any:
-    """Fetch until ``condition`` holds; fail with the last value after the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if condition(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; last: {str(value)[:500]}")
-        time.sleep(0.02)
 
 
 def newest_tick(d: RunningDaemon) -> int | None:
@@ -349,14 +306,14 @@ def test_metrics_is_the_seeds_json_document(live: RunningDaemon, accept: str | N
     assert media_type(r.headers["content-type"]) == "application/json"
     assert "Accept" in r.headers.get("vary", "")
     doc = r.json()
-    assert set(doc) == TOP_LEVEL_KEYS
+    assert set(doc) == METRICS_KEYS
     assert isinstance(doc["timestamp"], int) and doc["timestamp"] > 1_600_000_000_000
     assert isinstance(doc["uptime_ms"], int) and doc["uptime_ms"] >= 0
     assert doc["is_collecting"] is True
     assert doc["collection_interval_ms"] == 250
-    for key, (name, unit) in SERIES_NAMES.items():
+    for key, (name, unit) in SEED_SERIES.items():
         series = doc[key]
-        assert set(series) == SERIES_KEYS, key
+        assert set(series) == SERIES_DOC_KEYS, key
         assert (series["name"], series["unit"]) == (name, unit)
         assert series["sample_count"] == len(series["samples"])
         for sample in series["samples"]:
@@ -388,7 +345,7 @@ def test_last_n_limits_samples_and_stats(live: RunningDaemon, n: int) -> None:
     full, part = between_ticks(
         live, lambda: (get_json(live, "/metrics"), get_json(live, f"/metrics?last_n={n}"))
     )
-    for key in SERIES_NAMES:
+    for key in SEED_SERIES:
         want = full[key]["samples"][len(full[key]["samples"]) - n:] if n else []
         got = part[key]
         assert got["samples"] == want, key
@@ -414,7 +371,7 @@ def test_last_n_minus_one_means_all(live: RunningDaemon) -> None:
         ),
     )
     assert everything["memory"]["sample_count"] >= 4
-    for key in SERIES_NAMES:
+    for key in SEED_SERIES:
         assert minus_one[key] == everything[key] == huge[key]
 
 
@@ -578,7 +535,7 @@ def test_gzip_for_large_bodies(live: RunningDaemon, path: str, accept: str | Non
     body = gzip.decompress(r.body).decode()
     assert media_type(r.headers["content-type"]) == media_type(plain.headers["content-type"])
     if path == "/metrics":
-        assert set(json.loads(body)) == TOP_LEVEL_KEYS
+        assert set(json.loads(body)) == METRICS_KEYS
     else:
         fams = families(body, openmetrics=accept is not None)
         assert set(SEED_GAUGE_HELP) <= set(fams)
@@ -630,7 +587,7 @@ def test_recorded_batch_shows_everywhere(fresh: RunningDaemon) -> None:
     all_obs = [v for values in obs.values() for v in values]
     tick = doc["websocket_active"]["samples"][-1]["timestamp"]
     by_time = {key: {s["timestamp"]: s["value"] for s in doc[key]["samples"]}
-               for key in SERIES_NAMES}
+               for key in SEED_SERIES}
     assert by_time["latency"] == {tick: pytest.approx(statistics.fmean(all_obs), rel=1e-12)}
     assert by_time["memory"][tick] == BATCH["memory_mb"]
     assert by_time["cpu"][tick] == BATCH["cpu_percent"]
@@ -759,7 +716,7 @@ def test_csv_export(live: RunningDaemon) -> None:
     columns = {"memory_mb": "memory", "cpu_percent": "cpu",
                "active_connections": "websocket_active",
                "total_connections": "websocket_total", "request_latency_ms": "latency"}
-    expected_times = {s["timestamp"] for key in SERIES_NAMES for s in doc[key]["samples"]}
+    expected_times = {s["timestamp"] for key in SEED_SERIES for s in doc[key]["samples"]}
     assert set(times) == expected_times
     for row in body:
         assert len(row) == len(CSV_HEADER)
@@ -769,7 +726,7 @@ def test_csv_export(live: RunningDaemon) -> None:
             samples = {s["timestamp"]: s["value"] for s in doc[key]["samples"]}
             if at in samples:
                 assert float(cell) == samples[at], (col, at)
-                if SERIES_NAMES[key][1] == "count":
+                if SEED_SERIES[key][1] == "count":
                     assert cell.isdigit(), (col, cell)
             else:
                 assert cell == "", (col, at)
@@ -784,7 +741,7 @@ def test_csv_last_n(live: RunningDaemon, n: int) -> None:
     )
     assert rows[0] == CSV_HEADER
     times = [int(row[0]) for row in rows[1:]]
-    assert set(times) == {s["timestamp"] for key in SERIES_NAMES for s in doc[key]["samples"]}
+    assert set(times) == {s["timestamp"] for key in SEED_SERIES for s in doc[key]["samples"]}
     assert len(times) == len(set(times))
     if n:
         newest = [s["timestamp"] for s in doc["memory"]["samples"]]

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from tests.conftest import LISTENING, REPO, RunningDaemon
+from tests.conftest import REPO, RunningDaemon, launch_daemon
+from tests.helpers import poll, wait_for
 
 DEADLINE_S = 30.0
 CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
@@ -170,16 +170,8 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
         ]
         if own_watchdog_pid:
             argv = ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh", *argv]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        d = RunningDaemon(proc, "", 0, log_path, argv)
+        d = launch_daemon(argv, log_path, env, DEADLINE_S)
         started.append(d)
-        deadline = time.monotonic() + DEADLINE_S
-        while (match := LISTENING.search(d.log())) is None:
-            assert proc.poll() is None, f"daemon exited with {proc.returncode}: {d.log()}"
-            assert time.monotonic() < deadline, f"daemon did not start: {d.log()}"
-            time.sleep(0.02)
-        d.host, d.port = match.group(1), int(match.group(2))
         return d
 
     yield start
@@ -214,15 +206,6 @@ def threshold(samples: dict, metric: str, level: str) -> float:
     return samples[key]
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; that value is returned."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
-
-
 def is_ready(n: Notification) -> bool:
     return "READY=1" in n
 
@@ -240,6 +223,32 @@ def write_config(path: Path, *, interval: str, warning: int, critical: int = 204
         f"    critical: {critical}\n"
         "    description: Memory usage high\n"
     )
+
+
+def start_on_config(
+    spawn: Callable[..., RunningDaemon], notify: NotifySocket, config: Path, *args: str,
+    interval: str,
+) -> RunningDaemon:
+    """Write ``config`` (memory_usage warning at 1536), start the daemon on it and wait for
+    READY=1."""
+    write_config(config, interval=interval, warning=1536)
+    d = spawn("--config", str(config), *args, env=daemon_env(notify))
+    notify.wait_for(is_ready, "READY=1")
+    return d
+
+
+def reload(d: RunningDaemon, notify: NotifySocket, what: str = "READY=1 after the reload"
+           ) -> Notification:
+    """SIGHUP the daemon, then wait for RELOADING=1 and the READY=1 that ends the reload."""
+    os.kill(d.pid, signal.SIGHUP)
+    notify.wait_for(lambda n: "RELOADING=1" in n, "RELOADING=1")
+    return notify.wait_for(is_ready, what)
+
+
+def terminate(d: RunningDaemon, notify: NotifySocket) -> Notification:
+    """SIGTERM the daemon and wait for its STOPPING=1."""
+    os.kill(d.pid, signal.SIGTERM)
+    return notify.wait_for(lambda n: "STOPPING=1" in n, "STOPPING=1")
 
 
 # --- readiness ------------------------------------------------------------------------------
@@ -271,8 +280,7 @@ def test_sigterm_sends_stopping_and_exits_0(
 ) -> None:
     d = spawn("--interval", "1h", env=daemon_env(notify))
     notify.wait_for(is_ready, "READY=1")
-    os.kill(d.pid, signal.SIGTERM)
-    stopping = notify.wait_for(lambda n: "STOPPING=1" in n, "STOPPING=1")
+    stopping = terminate(d, notify)
     assert stopping.sender_pid == d.pid
     assert d.proc.wait(DEADLINE_S) == 0, d.log()
     assert "Traceback" not in d.log()
@@ -328,7 +336,8 @@ def test_no_watchdog_pings_when_watchdog_pid_is_another_process(
     # Evidence that the collector loop ran for many watchdog periods (0.2 s each): ten more
     # collections at 100 ms.  Had it been pinging, pings would be queued by then.
     start = metrics_json(d)["memory"]["sample_count"]
-    wait_until(lambda: metrics_json(d)["memory"]["sample_count"] >= start + 10, "ten collections")
+    wait_for(lambda: metrics_json(d)["memory"]["sample_count"] >= start + 10, "ten collections",
+             DEADLINE_S)
     notify.drain()
     assert not any(is_watchdog(n) for n in notify.received), [n.raw for n in notify.received]
 
@@ -340,23 +349,18 @@ def test_sighup_applies_a_valid_config_keeping_history_then_rejects_an_invalid_o
     spawn: Callable[..., RunningDaemon], notify: NotifySocket, tmp_path: Path
 ) -> None:
     config = tmp_path / "exporter.yaml"
-    write_config(config, interval="200ms", warning=1536)
-    d = spawn("--config", str(config), env=daemon_env(notify))
-    notify.wait_for(is_ready, "READY=1")
+    d = start_on_config(spawn, notify, config, interval="200ms")
     samples = exposition(d)
     assert samples[(RELOAD_OK, ())] == 1
     assert threshold(samples, "memory_usage", "warning") == 1536
-    before = wait_until(
-        lambda: (doc := metrics_json(d))["memory"]["sample_count"] >= 3 and doc, "3 samples"
-    )
+    before = poll(lambda: metrics_json(d), lambda doc: doc["memory"]["sample_count"] >= 3,
+                  "3 samples", DEADLINE_S)
     assert before["collection_interval_ms"] == 200
     first_sample = before["memory"]["samples"][0]
 
     # 1. A valid change: interval and a threshold.
     write_config(config, interval="300ms", warning=1000)
-    os.kill(d.pid, signal.SIGHUP)
-    notify.wait_for(lambda n: "RELOADING=1" in n, "RELOADING=1")
-    ready = notify.wait_for(is_ready, "READY=1 after the reload")
+    ready = reload(d, notify)
     assert ready.fields.get("STATUS"), ready.raw
     assert "reload failed" not in ready.fields["STATUS"]
     after = metrics_json(d)
@@ -373,13 +377,11 @@ def test_sighup_applies_a_valid_config_keeping_history_then_rejects_an_invalid_o
         "interval: 5s\nalerts:\n  - metric: memory_usage\n    warning: 3000\n    critical: 2048\n"
     )
     count_before_bad = metrics_json(d)["memory"]["sample_count"]
-    os.kill(d.pid, signal.SIGHUP)
-    notify.wait_for(lambda n: "RELOADING=1" in n, "RELOADING=1")
-    ready = notify.wait_for(is_ready, "READY=1 after the rejected reload")
+    ready = reload(d, notify, "READY=1 after the rejected reload")
     assert "reload failed" in ready.fields.get("STATUS", ""), ready.raw
     problem = f"{config}:4: alerts[0].warning: 3000 is above critical (2048)"
-    log = wait_until(lambda: problem in d.log() and d.log(), "the problem in the log")
-    assert "Traceback" not in log
+    wait_for(lambda: problem in d.log(), "the problem in the log", DEADLINE_S)
+    assert "Traceback" not in d.log()
     samples = exposition(d)
     assert samples[(RELOAD_OK, ())] == 0
     assert threshold(samples, "memory_usage", "warning") == 1000  # the old rules stay
@@ -388,16 +390,15 @@ def test_sighup_applies_a_valid_config_keeping_history_then_rejects_an_invalid_o
     assert doc["memory"]["sample_count"] >= count_before_bad
     assert d.proc.poll() is None
     # still collecting on the old interval
-    wait_until(
+    wait_for(
         lambda: metrics_json(d)["memory"]["sample_count"] >= count_before_bad + 2,
         "collections after the rejected reload",
+        DEADLINE_S,
     )
 
     # 3. A valid file again: accepted, the reload gauge back to 1.
     write_config(config, interval="300ms", warning=1200)
-    os.kill(d.pid, signal.SIGHUP)
-    notify.wait_for(lambda n: "RELOADING=1" in n, "RELOADING=1")
-    ready = notify.wait_for(is_ready, "READY=1 after the fixed reload")
+    ready = reload(d, notify, "READY=1 after the fixed reload")
     assert "reload failed" not in ready.fields.get("STATUS", "")
     samples = exposition(d)
     assert samples[(RELOAD_OK, ())] == 1
@@ -408,22 +409,16 @@ def test_sighup_applies_a_valid_config_keeping_history_then_rejects_an_invalid_o
     kinds = [k for n in notify.received for k in ("READY", "RELOADING") if f"{k}=1" in n]
     assert kinds == ["READY"] + ["RELOADING", "READY"] * 3
 
-    os.kill(d.pid, signal.SIGTERM)
-    notify.wait_for(lambda n: "STOPPING=1" in n, "STOPPING=1")
+    terminate(d, notify)
     assert d.proc.wait(DEADLINE_S) == 0
 
 
 def test_exposition_stays_valid_after_reloads(
     spawn: Callable[..., RunningDaemon], notify: NotifySocket, tmp_path: Path
 ) -> None:
-    config = tmp_path / "exporter.yaml"
-    write_config(config, interval="1h", warning=1536)
-    d = spawn("--config", str(config), env=daemon_env(notify))
-    notify.wait_for(is_ready, "READY=1")
+    d = start_on_config(spawn, notify, tmp_path / "exporter.yaml", interval="1h")
     for i in range(2):
-        os.kill(d.pid, signal.SIGHUP)
-        notify.wait_for(lambda n: "RELOADING=1" in n, "RELOADING=1")
-        notify.wait_for(is_ready, f"READY=1 after reload {i + 1}")
+        reload(d, notify, f"READY=1 after reload {i + 1}")
     text = d.request("/metrics/prometheus", headers={"Accept": "text/plain;version=0.0.4"}).text
     for family in (RELOAD_OK, "crankshaft_config_last_reload_success_timestamp_seconds"):
         assert text.count(f"# TYPE {family} ") == 1, text
@@ -437,14 +432,12 @@ def test_sighup_with_a_deleted_config_keeps_serving(
     spawn: Callable[..., RunningDaemon], notify: NotifySocket, tmp_path: Path
 ) -> None:
     config = tmp_path / "exporter.yaml"
-    write_config(config, interval="200ms", warning=1536)
-    d = spawn("--config", str(config), env=daemon_env(notify))
-    notify.wait_for(is_ready, "READY=1")
+    d = start_on_config(spawn, notify, config, interval="200ms")
     config.unlink()
     os.kill(d.pid, signal.SIGHUP)
     ready = notify.wait_for(is_ready, "READY=1 after the rejected reload")
     assert "reload failed" in ready.fields.get("STATUS", "")
-    wait_until(lambda: f"{config}: cannot read" in d.log(), "the problem in the log")
+    wait_for(lambda: f"{config}: cannot read" in d.log(), "the problem in the log", DEADLINE_S)
     assert exposition(d)[(RELOAD_OK, ())] == 0
     assert metrics_json(d)["collection_interval_ms"] == 200
 
@@ -454,14 +447,10 @@ def test_reload_keeps_command_line_overrides(
 ) -> None:
     """--interval on the command line wins over the file at start and on every reload."""
     config = tmp_path / "exporter.yaml"
-    write_config(config, interval="200ms", warning=1536)
-    d = spawn("--config", str(config), "--interval", "250ms", env=daemon_env(notify))
-    notify.wait_for(is_ready, "READY=1")
+    d = start_on_config(spawn, notify, config, "--interval", "250ms", interval="200ms")
     assert metrics_json(d)["collection_interval_ms"] == 250
     write_config(config, interval="300ms", warning=1000)
-    os.kill(d.pid, signal.SIGHUP)
-    notify.wait_for(lambda n: "RELOADING=1" in n, "RELOADING=1")
-    notify.wait_for(is_ready, "READY=1 after the reload")
+    reload(d, notify)
     assert metrics_json(d)["collection_interval_ms"] == 250
     assert threshold(exposition(d), "memory_usage", "warning") == 1000
 
@@ -471,8 +460,7 @@ def test_status_lines_are_one_datagram_of_key_value_lines(
 ) -> None:
     d = spawn("--interval", "1h", env=daemon_env(notify))
     notify.wait_for(is_ready, "READY=1")
-    os.kill(d.pid, signal.SIGTERM)
-    notify.wait_for(lambda n: "STOPPING=1" in n, "STOPPING=1")
+    terminate(d, notify)
     d.proc.wait(DEADLINE_S)
     for n in notify.received:
         assert n.raw == "\n".join(f"{k}={v}" for k, v in n.fields.items()).encode()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import exporter
 from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import App
 from tests.conftest import RunningDaemon, require, start_daemon
+from tests.helpers import wait_for
 
 MAX_EXAMPLES = 30
 SPEC_OVERRIDE = os.environ.get("CRANKSHAFT_OPENAPI_SPEC")
@@ -73,10 +73,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     try:
         # /healthz answers 503 until the first collection: wait, so that what the run sees
         # does not depend on how soon after the start it begins.
-        deadline = time.monotonic() + 20
-        while d.request("/healthz").status != 200:
-            assert time.monotonic() < deadline, "the daemon never became healthy"
-            time.sleep(0.02)
+        wait_for(lambda: d.request("/healthz").status == 200, "the daemon to become healthy", 20)
         yield d
     finally:
         d.stop()

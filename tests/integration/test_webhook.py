@@ -14,33 +14,20 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RunningDaemon
-from tests.prometheus_server import free_port
+from tests.conftest import RunningDaemon, push_connections, write_connection_alert_config
+from tests.helpers import free_port, wait_for
 
 DEADLINE_S = 120.0  # a retry may be up to 15-30 s away when the receiver comes back
 SENT = "crankshaft_notifications_sent"
 FAILED = "crankshaft_notifications_failed"
 QUEUE = "crankshaft_notifications_queue_length"
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Receiver:
@@ -110,21 +97,7 @@ def receiver() -> Any:
 
 
 def write_config(path: Path, hooks: list[dict[str, Any]]) -> Path:
-    config = {
-        "interval": "1s",
-        "target": {"kind": "none"},
-        "alerts": [
-            {
-                "metric": "active_connections",
-                "warning": 50,
-                "critical": 100,
-                "description": "Too many active connections",
-            }
-        ],
-        "notifiers": {"webhooks": hooks},
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_connection_alert_config(path, {"webhooks": hooks})
 
 
 def hook(url: str) -> dict[str, Any]:
@@ -145,8 +118,7 @@ def levels(d: RunningDaemon) -> list[str]:
 
 def push(d: RunningDaemon, connections: int, expect: list[str]) -> None:
     """Record a value and wait until the daemon's alert state shows it was evaluated."""
-    r = d.post_json("/metrics/record", {"active_connections": connections})
-    assert r.status == 200, r.text
+    push_connections(d, connections)
     wait_for(lambda: levels(d) == expect, f"alert levels {expect} after {connections}", 30)
 
 
@@ -192,7 +164,8 @@ def test_events_queued_while_the_receiver_is_down_arrive_once_in_order(
     assert samples(d, SENT)[name] == 0
     assert samples(d, QUEUE)[name] >= 1
     receiver.set_status(200)
-    wait_for(lambda: len(receiver.events()) >= len(TRANSITIONS), "every event to arrive")
+    wait_for(lambda: len(receiver.events()) >= len(TRANSITIONS), "every event to arrive",
+             DEADLINE_S)
     # Once the queue is empty, nothing more can come: compare the exact list.
     wait_for(lambda: samples(d, QUEUE)[name] == 0, "the daemon's queue to drain", 30)
     events = receiver.events()
@@ -228,8 +201,9 @@ def test_reload_keeps_the_pending_events_of_an_unchanged_webhook(
     for value, expect, _ in TRANSITIONS[2:4]:
         push(d, value, expect)
     receiver.set_status(200)
-    wait_for(lambda: len(receiver.events()) >= 4, "every event on the first webhook")
-    wait_for(lambda: len(receiver.events("/other")) >= 2, "the new events on the second")
+    wait_for(lambda: len(receiver.events()) >= 4, "every event on the first webhook", DEADLINE_S)
+    wait_for(lambda: len(receiver.events("/other")) >= 2, "the new events on the second",
+             DEADLINE_S)
     wait_for(lambda: set(samples(d, QUEUE).values()) == {0}, "both queues to drain", 30)
     assert [summary(e) for e in receiver.events()] == [t[2] for t in TRANSITIONS[:4]]
     assert [summary(e) for e in receiver.events("/other")] == [t[2] for t in TRANSITIONS[2:4]]

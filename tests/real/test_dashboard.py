@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, RunningDaemon, require_tool
+from tests.helpers import poll
 from tests.prometheus_server import PrometheusServer
 
 pytestmark = pytest.mark.real
@@ -382,14 +383,8 @@ def test_fleet_instance_variable_and_multi_instance_selection(daemon_factory,
         all_value = variables(d)["instance"]["allValue"]  # the "All" option
         for instance_value in (chosen, all_value):
             query = substitute(expr, {"job": promql_regex(JOB), "instance": instance_value})
-            series: list[dict[str, Any]] = []
-
-            def three(q: str = query) -> bool:
-                nonlocal series
-                series = prom.query(q)
-                return len(series) == 3
-
-            prom.wait_for(three, 30, f"three series for {query}")
+            series = poll(lambda q=query: prom.query(q), lambda s: len(s) == 3,
+                          f"three series for {query}", 30, interval=0.2)
             assert sorted(s["metric"]["instance"] for s in series) == instances
 
 

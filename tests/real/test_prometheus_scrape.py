@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningDaemon, require_tool
+from tests.helpers import wait_for
 from tests.prometheus_server import PrometheusServer
 
 pytestmark = pytest.mark.real
@@ -153,8 +154,8 @@ def test_promtool_check_metrics_finds_only_the_seed_unit_names(
 
 def wait_for_tick(daemon: RunningDaemon, timeout: float = 30) -> None:
     """Until a collection tick has applied the pushed gauges (an event, not a sleep)."""
-    PrometheusServer.wait_for(
+    wait_for(
         lambda: b"\ncrankshaft_websocket_active_connections 12.0\n" in
         daemon.request("/metrics/prometheus").body,
-        timeout, "a collection tick",
+        "a collection tick", timeout, interval=0.2,
     )

@@ -11,20 +11,12 @@ from hypothesis import strategies as st
 from exporter.alerts import DEFAULT_RULES, ActiveAlert, AlertEvaluator, AlertEvent, AlertRule
 from exporter.alerts.events import DE_ESCALATED, ESCALATED, FIRED, RESOLVED
 from exporter.alerts.rules import CRITICAL, WARNING, rule_problems
+from tests.seed_contract import ALERT_KEYS, SEED_DEFAULT_ALERTS
 
 MEM = ("memory_usage", "")
 CPU = ("cpu_usage", "")
 P95 = "request_latency_p95"
 S = 1000  # ms per second
-
-SEED_KEYS = {
-    "metric",
-    "current_value",
-    "warning_threshold",
-    "critical_threshold",
-    "description",
-    "level",
-}
 
 
 def kinds(events: list[AlertEvent]) -> list[tuple[str, str, str | None]]:
@@ -49,20 +41,12 @@ def cpu_rule(**kw) -> AlertRule:
 # --- defaults -------------------------------------------------------------------------------
 
 
-SEED_DEFAULTS = {
-    "memory_usage": (1536.0, 2048.0, "Memory usage high"),
-    "cpu_usage": (70.0, 90.0, "CPU usage high"),
-    "active_connections": (50.0, 100.0, "Too many active connections"),
-    "request_latency": (500.0, 1000.0, "Request latency high"),
-}
-
-
 def test_default_rules_contain_the_seed_defaults_exactly():
     by_metric = {}
     for rule in DEFAULT_RULES:
         assert rule.key not in by_metric, f"duplicate default rule {rule.key}"
         by_metric[rule.key] = rule
-    for metric, (warning, critical, description) in SEED_DEFAULTS.items():
+    for metric, (warning, critical, description) in SEED_DEFAULT_ALERTS.items():
         rule = by_metric[(metric, None)]
         assert (rule.warning_threshold, rule.critical_threshold, rule.description) == (
             warning,
@@ -483,9 +467,9 @@ def test_active_alert_to_json_has_seed_keys():
         "description": "Memory usage high",
         "level": WARNING,
     }
-    assert set(docs[P95]) == SEED_KEYS | {"endpoint"}
+    assert set(docs[P95]) == ALERT_KEYS | {"endpoint"}
     assert docs[P95]["endpoint"] == "/api"
-    assert set(docs["extension_crashed"]) == SEED_KEYS | {"extension"}
+    assert set(docs["extension_crashed"]) == ALERT_KEYS | {"extension"}
     assert docs["extension_crashed"]["warning_threshold"] is None
 
 

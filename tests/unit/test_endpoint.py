@@ -15,25 +15,11 @@ from exporter.alerts.events import AlertEvent
 from exporter.alerts.rules import AlertRule
 from exporter.endpoint import MetricsEndpoint
 from exporter.sources.base import Source
+from tests.seed_contract import ALERT_KEYS, CSV_HEADER, SEED_DEFAULT_ALERTS, SEED_GAUGE_HELP
 
 T0 = 1_735_932_000.0  # seconds; the seed's example timestamp 1735932000000 ms
 T0_MS = 1_735_932_000_000
 LONG_MS = 3_600_000  # start_collection with this runs only the immediate first tick here
-
-ALERT_KEYS = {
-    "metric",
-    "current_value",
-    "warning_threshold",
-    "critical_threshold",
-    "description",
-    "level",
-}
-SEED_GAUGES = {
-    "crankshaft_memory_usage_mb": "Process memory usage in megabytes",
-    "crankshaft_cpu_usage_percent": "Process CPU usage percentage",
-    "crankshaft_websocket_active_connections": "Active WebSocket connections",
-    "crankshaft_request_latency_ms": "Average request latency in milliseconds",
-}
 
 
 class FakeClock:
@@ -97,16 +83,9 @@ def test_defaults(ep: MetricsEndpoint) -> None:
     assert ep.collection_interval_ms == 60_000
     assert ep.store.capacity == 1440
     rules = {r.metric: r for r in ep.alert_rules()}
-    assert (rules["memory_usage"].warning_threshold, rules["memory_usage"].critical_threshold) == (
-        1536.0,
-        2048.0,
-    )
-    assert (rules["cpu_usage"].warning_threshold, rules["cpu_usage"].critical_threshold) == (
-        70.0,
-        90.0,
-    )
-    assert rules["active_connections"].description == "Too many active connections"
-    assert rules["request_latency"].critical_threshold == 1000.0
+    for metric, seed_rule in SEED_DEFAULT_ALERTS.items():
+        rule = rules[metric]
+        assert (rule.warning_threshold, rule.critical_threshold, rule.description) == seed_rule
 
 
 def test_manual_recording_appears_in_get_metrics(ep: MetricsEndpoint) -> None:
@@ -546,14 +525,7 @@ def test_export_csv(ep: MetricsEndpoint, clock: FakeClock) -> None:
     text = ep.export_csv()
     assert text.endswith("\r\n")
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert rows[0] == [
-        "timestamp",
-        "memory_mb",
-        "cpu_percent",
-        "active_connections",
-        "total_connections",
-        "request_latency_ms",
-    ]
+    assert rows[0] == CSV_HEADER
     assert rows[1:] == [
         [str(T0_MS), "256.5", "45.3", "12", "150", "85.2"],
         [str(T0_MS + 60_000), "260.0", "", "", "", ""],
@@ -566,12 +538,12 @@ def test_export_prometheus_seed_gauges(ep: MetricsEndpoint) -> None:
     seed_manual_recording(ep)
     text = ep.export_prometheus()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    for name, help_text in SEED_GAUGES.items():
+    for name, help_text in SEED_GAUGE_HELP.items():
         assert name in families, name
         assert families[name].type == "gauge"
         assert families[name].documentation == help_text
         assert len(families[name].samples) == 1
-    value = {name: families[name].samples[0].value for name in SEED_GAUGES}
+    value = {name: families[name].samples[0].value for name in SEED_GAUGE_HELP}
     assert value == {
         "crankshaft_memory_usage_mb": 256.5,
         "crankshaft_cpu_usage_percent": 45.3,
@@ -603,7 +575,7 @@ def test_export_prometheus_seed_gauges(ep: MetricsEndpoint) -> None:
 
 def test_export_prometheus_leaves_out_series_without_data(ep: MetricsEndpoint) -> None:
     families = {f.name: f for f in text_string_to_metric_families(ep.export_prometheus())}
-    for name in SEED_GAUGES:
+    for name in SEED_GAUGE_HELP:
         assert families[name].samples == [], name  # no fake zeros
     ep.record_cpu_usage(3.0)
     families = {f.name: f for f in text_string_to_metric_families(ep.export_prometheus())}
@@ -611,23 +583,24 @@ def test_export_prometheus_leaves_out_series_without_data(ep: MetricsEndpoint) -
     assert families["crankshaft_memory_usage_mb"].samples == []
 
 
-def test_export_prometheus_alert_active(ep: MetricsEndpoint) -> None:
-    ep.record_memory_usage(2100)
+def alert_active(ep: MetricsEndpoint) -> dict[tuple[str, str], float]:
+    """(metric, level) -> value of crankshaft_alert_active in the endpoint's exposition."""
     families = {f.name: f for f in text_string_to_metric_families(ep.export_prometheus())}
-    active = {
+    return {
         (s.labels["metric"], s.labels["level"]): s.value
         for s in families["crankshaft_alert_active"].samples
     }
+
+
+def test_export_prometheus_alert_active(ep: MetricsEndpoint) -> None:
+    ep.record_memory_usage(2100)
+    active = alert_active(ep)
     # Like two Prometheus rules: the warning level fires too while the critical one does.
     assert active[("memory_usage", "critical")] == 1.0
     assert active[("memory_usage", "warning")] == 1.0
     assert active[("cpu_usage", "critical")] == 0.0
     ep.record_memory_usage(1600)
-    families = {f.name: f for f in text_string_to_metric_families(ep.export_prometheus())}
-    active = {
-        (s.labels["metric"], s.labels["level"]): s.value
-        for s in families["crankshaft_alert_active"].samples
-    }
+    active = alert_active(ep)
     assert active[("memory_usage", "critical")] == 0.0
     assert active[("memory_usage", "warning")] == 1.0
 

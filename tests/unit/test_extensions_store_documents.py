@@ -25,52 +25,20 @@ from exporter.extensions import (
     validate_extension,
 )
 from exporter.store import DEFAULT_CAPACITY, SERIES, SERIES_KEYS, MetricStore
+from tests.seed_contract import (
+    ALERT_KEYS,
+    CSV_HEADER,
+    METRICS_KEYS,
+    SEED_EXAMPLE_ALERT,
+    SEED_SERIES,
+    SERIES_DOC_KEYS,
+    SUMMARY_KEYS,
+)
 
 NOW_MS = 1_735_932_000_000.0
 META = Meta(
     timestamp_ms=NOW_MS, uptime_ms=3_600_000.0, is_collecting=True, collection_interval_ms=60_000
 )
-
-METRICS_KEYS = {
-    "timestamp",
-    "uptime_ms",
-    "is_collecting",
-    "collection_interval_ms",
-    "memory",
-    "cpu",
-    "websocket_active",
-    "websocket_total",
-    "latency",
-    "extensions",
-    "latency_breakdown",
-}
-SERIES_DOC_KEYS = {"name", "unit", "sample_count", "latest", "average", "min", "max", "samples"}
-SEED_SERIES = {
-    "memory": ("memory_usage", "MB"),
-    "cpu": ("cpu_usage", "%"),
-    "websocket_active": ("active_connections", "count"),
-    "websocket_total": ("total_connections", "count"),
-    "latency": ("request_latency", "ms"),
-}
-SUMMARY_KEYS = {
-    "timestamp",
-    "uptime_seconds",
-    "memory_mb",
-    "cpu_percent",
-    "active_connections",
-    "total_connections",
-    "avg_latency_ms",
-    "last_hour",
-    "active_alerts",
-}
-ALERT_KEYS = {
-    "metric",
-    "current_value",
-    "warning_threshold",
-    "critical_threshold",
-    "description",
-    "level",
-}
 
 
 # --- extensions ----------------------------------------------------------------------------
@@ -289,16 +257,7 @@ def test_summary_document_keys_and_values() -> None:
         "cpu_avg": pytest.approx(12.0),
         "cpu_max": 14.0,
     }
-    assert doc["active_alerts"] == [
-        {
-            "metric": "memory_usage",
-            "current_value": 245.8,
-            "warning_threshold": 220.0,
-            "critical_threshold": 280.0,
-            "description": "Memory usage high",
-            "level": "WARNING",
-        }
-    ]
+    assert doc["active_alerts"] == [SEED_EXAMPLE_ALERT]
 
 
 def test_summary_last_hour_covers_only_the_last_hour() -> None:
@@ -368,9 +327,6 @@ def test_alerts_document_critical_first_then_by_metric() -> None:
 # --- CSV -----------------------------------------------------------------------------------
 
 
-CSV_HEADER = ["timestamp"] + [info.csv_column for info in SERIES]
-
-
 def test_csv_rows_one_per_distinct_timestamp() -> None:
     store = MetricStore(capacity=10)
     store.append("memory_usage", 1000.0, 256.5)
@@ -381,14 +337,7 @@ def test_csv_rows_one_per_distinct_timestamp() -> None:
     store.append("memory_usage", 3000.0, 260.0)
     header, rows = csv_rows(store)
     assert header == CSV_HEADER
-    assert header == [
-        "timestamp",
-        "memory_mb",
-        "cpu_percent",
-        "active_connections",
-        "total_connections",
-        "request_latency_ms",
-    ]
+    assert header == ["timestamp"] + [info.csv_column for info in SERIES]
     assert rows == [
         ["1000", "256.5", "45.3", "12", "150", ""],
         ["2000", "", "", "", "", "85.2"],

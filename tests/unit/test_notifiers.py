@@ -36,16 +36,14 @@ from exporter.notifiers.delivery import (
     redact_url,
     split_credentials,
 )
+from tests.helpers import wait_for
 
 DEADLINE_S = 10.0
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """``wait_for`` with this module's deadline, polling the worker's thread closely."""
+    wait_for(condition, what, DEADLINE_S, interval=0.002)
 
 
 class FakeClock:
@@ -121,6 +119,16 @@ def make_worker(clock: FakeClock, transport: FakeTransport, **kw: Any) -> Delive
     )
 
 
+def scripted_worker(
+    *script: int | BaseException, **kw: Any
+) -> tuple[DeliveryWorker, FakeTransport]:
+    """A worker (not started) on a fresh auto-advancing clock (``transport.clock``), its
+    transport answering ``script``."""
+    clock = FakeClock()
+    transport = FakeTransport(clock, *script)
+    return make_worker(clock, transport, **kw), transport
+
+
 @pytest.fixture
 def workers() -> Any:
     started: list[DeliveryWorker] = []
@@ -137,9 +145,7 @@ def test_backoff_doubles_from_one_second_and_is_capped_at_a_minute() -> None:
 
 
 def test_retries_follow_the_backoff_schedule_until_max_retries(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 503)
-    w = make_worker(clock, transport, max_retries=8, retry_window=3600)
+    w, transport = scripted_worker(503, max_retries=8, retry_window=3600)
     workers.append(w.start())
     w.submit(body(1))
     wait_until(lambda: w.stats().dropped["retries_exhausted"] == 1, "retries to run out")
@@ -150,9 +156,9 @@ def test_retries_follow_the_backoff_schedule_until_max_retries(workers: list) ->
 
 
 def test_connection_errors_timeouts_and_5xx_are_retried_until_delivered(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 503, ConnectionRefusedError(), TimeoutError(), 500, 200)
-    w = make_worker(clock, transport, max_retries=5)
+    w, transport = scripted_worker(
+        503, ConnectionRefusedError(), TimeoutError(), 500, 200, max_retries=5
+    )
     workers.append(w.start())
     w.submit(body(1))
     wait_until(lambda: w.stats().sent == 1, "delivery")
@@ -163,9 +169,7 @@ def test_connection_errors_timeouts_and_5xx_are_retried_until_delivered(workers:
 
 
 def test_max_retries_zero_means_a_single_attempt(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 503)
-    w = make_worker(clock, transport, max_retries=0)
+    w, transport = scripted_worker(503, max_retries=0)
     workers.append(w.start())
     w.submit(body(1))
     wait_until(lambda: w.stats().dropped["retries_exhausted"] == 1, "the drop")
@@ -173,9 +177,7 @@ def test_max_retries_zero_means_a_single_attempt(workers: list) -> None:
 
 
 def test_408_and_429_are_retried(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 408, 429, 204)
-    w = make_worker(clock, transport)
+    w, transport = scripted_worker(408, 429, 204)
     workers.append(w.start())
     w.submit(body(1))
     wait_until(lambda: w.stats().sent == 1, "delivery")
@@ -184,9 +186,7 @@ def test_408_and_429_are_retried(workers: list) -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413, 422, 302])
 def test_other_4xx_and_3xx_are_permanent_failures(workers: list, status: int) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, status, 200)
-    w = make_worker(clock, transport, max_retries=5)
+    w, transport = scripted_worker(status, 200, max_retries=5)
     workers.append(w.start())
     w.submit(body(1))
     w.submit(body(2))
@@ -197,9 +197,7 @@ def test_other_4xx_and_3xx_are_permanent_failures(workers: list, status: int) ->
 
 
 def test_a_rejection_is_logged_once_not_per_item(workers: list, caplog: Any) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 404)
-    w = make_worker(clock, transport)
+    w, _ = scripted_worker(404)
     workers.append(w.start())
     for n in range(5):
         w.submit(body(n))
@@ -213,9 +211,7 @@ def test_a_rejection_is_logged_once_not_per_item(workers: list, caplog: Any) -> 
 
 
 def test_an_item_older_than_the_retry_window_is_dropped(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 503)
-    w = make_worker(clock, transport, max_retries=None, retry_window=10)
+    w, transport = scripted_worker(503, max_retries=None, retry_window=10)
     workers.append(w.start())
     w.submit(body(1))
     w.submit(body(2))
@@ -224,14 +220,12 @@ def test_an_item_older_than_the_retry_window_is_dropped(workers: list) -> None:
     # second item waited 10 s behind the first: stale, dropped without being sent.
     assert transport.times() == [0, 1, 3, 7]
     assert transport.bodies() == [{"n": 1}] * 4
-    assert clock.monotonic() == 10
+    assert transport.clock.monotonic() == 10
     assert w.stats().queue_length == 0
 
 
 def test_a_retry_window_of_zero_means_one_attempt(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 503)
-    w = make_worker(clock, transport, max_retries=5, retry_window=0)
+    w, transport = scripted_worker(503, max_retries=5, retry_window=0)
     workers.append(w.start())
     w.submit(body(1))
     w.submit(body(2))
@@ -243,9 +237,7 @@ def test_a_retry_window_of_zero_means_one_attempt(workers: list) -> None:
 
 
 def test_order_is_preserved_behind_a_retried_head(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 503, 503, ConnectionResetError(), 200)
-    w = make_worker(clock, transport)
+    w, transport = scripted_worker(503, 503, ConnectionResetError(), 200)
     for n in range(1, 6):
         w.submit(body(n))
     workers.append(w.start())
@@ -255,10 +247,8 @@ def test_order_is_preserved_behind_a_retried_head(workers: list) -> None:
 
 
 def test_a_full_queue_drops_the_oldest_waiting_item(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 200)
+    w, transport = scripted_worker(200, max_queue=3)
     transport.gate = threading.Event()
-    w = make_worker(clock, transport, max_queue=3)
     workers.append(w.start())
     w.submit(body(1))
     assert transport.entered.wait(DEADLINE_S)  # item 1 is being sent (and hangs)
@@ -272,10 +262,8 @@ def test_a_full_queue_drops_the_oldest_waiting_item(workers: list) -> None:
 
 
 def test_submit_never_blocks_while_the_receiver_hangs(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 200)
+    w, transport = scripted_worker(200, max_queue=100)
     transport.gate = threading.Event()  # the receiver accepts and never answers
-    w = make_worker(clock, transport, max_queue=100)
     workers.append(w.start())
     try:
         w.submit(body(0))
@@ -319,9 +307,7 @@ def test_close_reports_what_is_still_pending() -> None:
 
 
 def test_close_delivers_what_is_ready_first() -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 200)
-    w = make_worker(clock, transport)
+    w, transport = scripted_worker(200)
     for n in (1, 2, 3):
         w.submit(body(n))
     w.start()
@@ -330,8 +316,7 @@ def test_close_delivers_what_is_ready_first() -> None:
 
 
 def test_keyed_submits_stand_for_one_waiting_item(workers: list) -> None:
-    clock = FakeClock()
-    transport = FakeTransport(clock, 200)
+    w, transport = scripted_worker(200)
     transport.gate = threading.Event()
     renders: list[int] = []
 
@@ -343,7 +328,6 @@ def test_keyed_submits_stand_for_one_waiting_item(workers: list) -> None:
         def delivered(self) -> None:
             pass
 
-    w = make_worker(clock, transport)
     workers.append(w.start())
     state = State()
     w.submit(state, key="sync")

@@ -72,6 +72,24 @@ class Heartbeats:
             return self._cond.wait_for(lambda: self.count >= n, timeout)
 
 
+def start_beating(ep: MetricsEndpoint, interval_ms: int = 3_600_000) -> Heartbeats:
+    """Count the endpoint's heartbeats (every PERIOD_S) and start collecting; by default
+    one collection now, the next in an hour."""
+    beats = Heartbeats()
+    ep.set_heartbeat(beats, PERIOD_S)
+    ep.start_collection(interval_ms)
+    return beats
+
+
+def assert_no_heartbeat(beats: Heartbeats, why: str | None = None) -> int:
+    """Ten heartbeat periods pass without a beat; the count, unchanged, is returned."""
+    count = beats.count
+    beats.beat.clear()
+    assert not beats.beat.wait(10 * PERIOD_S), why
+    assert beats.count == count
+    return count
+
+
 @pytest.fixture
 def endpoint() -> Iterator[tuple[MetricsEndpoint, StuckSource]]:
     source = StuckSource()
@@ -85,9 +103,7 @@ def endpoint() -> Iterator[tuple[MetricsEndpoint, StuckSource]]:
 
 def test_heartbeat_runs_from_the_collector_loop_between_collections(endpoint) -> None:
     ep, source = endpoint
-    beats = Heartbeats()
-    ep.set_heartbeat(beats, PERIOD_S)
-    ep.start_collection(3_600_000)  # one collection now, the next in an hour
+    beats = start_beating(ep)
     assert beats.reached(5), beats.count
     assert source.calls == 1  # heartbeats do not wait for (or cause) collections
     assert beats.threads == {"crankshaft-collector"}
@@ -95,19 +111,14 @@ def test_heartbeat_runs_from_the_collector_loop_between_collections(endpoint) ->
 
 def test_a_stuck_collector_stops_the_heartbeat_until_released(endpoint) -> None:
     ep, source = endpoint
-    beats = Heartbeats()
-    ep.set_heartbeat(beats, PERIOD_S)
-    ep.start_collection(20)
+    beats = start_beating(ep, 20)
     assert beats.reached(3), beats.count
 
     source.block()
     assert source.entered.wait(DEADLINE_S), "the collector never entered the source"
-    # The loop thread is now inside collect(): it can no longer beat.
-    stuck_at = beats.count
-    beats.beat.clear()
-    # Bounded wait on an event that must NOT be set: ten heartbeat periods of silence.
-    assert not beats.beat.wait(10 * PERIOD_S), "heartbeat while the collector was stuck"
-    assert beats.count == stuck_at
+    # The loop thread is now inside collect(): it can no longer beat.  A bounded wait on an
+    # event that must NOT be set.
+    stuck_at = assert_no_heartbeat(beats, "heartbeat while the collector was stuck")
 
     source.release()
     assert beats.beat.wait(DEADLINE_S), "heartbeat did not resume after the source returned"
@@ -116,9 +127,7 @@ def test_a_stuck_collector_stops_the_heartbeat_until_released(endpoint) -> None:
 
 def test_clearing_the_heartbeat_stops_it(endpoint) -> None:
     ep, _ = endpoint
-    beats = Heartbeats()
-    ep.set_heartbeat(beats, PERIOD_S)
-    ep.start_collection(3_600_000)
+    beats = start_beating(ep)
     assert beats.reached(2)
     ep.set_heartbeat(None, PERIOD_S)
     # Whatever beat was in flight when it was cleared has happened after one more wake-up.
@@ -126,10 +135,9 @@ def test_clearing_the_heartbeat_stops_it(endpoint) -> None:
     settled = beats.count
     beats.beat.clear()
     if beats.beat.wait(10 * PERIOD_S):  # at most one straggler already past the check
-        settled = beats.count
-        beats.beat.clear()
-        assert not beats.beat.wait(10 * PERIOD_S)
-    assert beats.count == settled
+        assert_no_heartbeat(beats)
+    else:
+        assert beats.count == settled
 
 
 def test_a_failing_heartbeat_does_not_stop_the_loop(endpoint) -> None:
@@ -152,15 +160,10 @@ def test_a_failing_heartbeat_does_not_stop_the_loop(endpoint) -> None:
 
 def test_stop_collection_ends_the_heartbeat(endpoint) -> None:
     ep, _ = endpoint
-    beats = Heartbeats()
-    ep.set_heartbeat(beats, PERIOD_S)
-    ep.start_collection(3_600_000)
+    beats = start_beating(ep)
     assert beats.reached(2)
     ep.stop_collection()  # joins the collector thread: no beat can follow
-    stopped_at = beats.count
-    beats.beat.clear()
-    assert not beats.beat.wait(10 * PERIOD_S)
-    assert beats.count == stopped_at
+    assert_no_heartbeat(beats)
 
 
 # --- SystemdNotifier ------------------------------------------------------------------------
