@@ -10,31 +10,32 @@ records that ``struct`` unpacks without text parsing.
 
 One dump for both families.  The kernel keeps IPv4 and IPv6 TCP sockets in one established
 hash and every dump walks all of its buckets (``/proc/sys/net/ipv4/tcp_ehash_entries``, sized
-from RAM: 262144 on a 24 GiB VM, ~1.4 ms per walk there); the family of the request is only a
-per-socket test inside that walk, and ``idiag_sport`` is one too: no request field makes a dump
-skip buckets.  So we send the legacy ``TCPDIAG_GETSOCK`` dump (``struct inet_diag_req``): the
-kernel's ``inet_diag_dump_compat`` turns it into an ``inet_diag_req_v2`` with family
-``AF_UNSPEC``, which matches IPv4 and IPv6 sockets alike, and it honours the same state mask,
-``idiag_sport`` and bytecode (both request kinds go through the same dump code).  That is one
-walk where two ``SOCK_DIAG_BY_FAMILY`` dumps (AF_INET, then AF_INET6) cost two.  Each socket
-sits in the hash once, so each connection is reported once: an IPv4 client of a dual-stack
-(``::``, ``IPV6_V6ONLY=0``) listener is an AF_INET6 socket with a v4-mapped address, just as
-/proc/net/tcp6 shows it.  Not asking for LISTEN (or the 6.x "bound inactive" state) skips the
-listening and bind hashes entirely; asking for no state at all skips every walk (~10 us), which
-is how the benchmark measures the walk on its own.  Should a kernel refuse the legacy request
-(``EINVAL``/``EOPNOTSUPP``), the instance falls back to the two per-family dumps for good.
+from RAM: 262144 on a 24 GiB VM, 1.6-2.3 ms per walk on its 2 vCPUs); the family of the
+request is only a per-socket test inside that walk, and ``idiag_sport`` is one too: no request
+field makes a dump skip buckets.  So we send the legacy ``TCPDIAG_GETSOCK`` dump (``struct
+inet_diag_req``): the kernel's ``inet_diag_dump_compat`` turns it into an ``inet_diag_req_v2``
+with family ``AF_UNSPEC``, which matches IPv4 and IPv6 sockets alike, and it honours the same
+state mask, ``idiag_sport`` and bytecode (both request kinds go through the same dump code).
+That is one walk where two ``SOCK_DIAG_BY_FAMILY`` dumps (AF_INET, then AF_INET6) cost two.
+Each socket sits in the hash once, so each connection is reported once: an IPv4 client of a
+dual-stack (``::``, ``IPV6_V6ONLY=0``) listener is an AF_INET6 socket with a v4-mapped
+address, just as /proc/net/tcp6 shows it.  Not asking for LISTEN (or the 6.x "bound inactive"
+state) skips the listening and bind hashes entirely; asking for no state at all skips every
+walk (~10 us), which is how the benchmark measures the walk on its own.  Should a kernel refuse
+the legacy request (``EINVAL``/``EOPNOTSUPP``), the instance falls back to the two per-family
+dumps for good.
 
 Where the time goes: the walk above is the floor whatever the port has, plus ~0.3 us for each
 TCP socket of the host in the hash (locking its bucket, testing state and port: the filters
-cost about the same whichever of ``idiag_sport`` and the bytecode rejects it); each matching
-socket then adds ~1 us in the kernel (building and copying a ~124-byte record, with a ``recv``
-per 32 KiB) and ~0.5 us of Python to unpack it into a set.  Reading /proc walks the same hash
-and formats every socket as text.  Only a smaller hash shrinks the floor, and that is the
-host's choice, not a request's: the ``thash_entries=`` boot parameter, or
-``net.ipv4.tcp_child_ehash_entries`` set before creating the network namespace the service
-runs in (the dump walks that namespace's own table then).  The socket is kept open between
-calls: the kernel then sizes dump batches from our earlier 32 KiB reads instead of starting
-with 4 KiB ones.
+cost about the same whichever of ``idiag_sport`` and the bytecode rejects it).  Each matching
+socket then adds ~1.5-3.5 us, more when caches are cold: about two thirds in the kernel
+(reading the socket, building and copying a ~124-byte record, a ``recv`` per 32 KiB), the rest
+in Python unpacking it into a set.  Reading /proc walks the same hash and formats every socket
+as text.  Only a smaller hash lowers the floor, and that is the host's choice, not a
+request's: the ``thash_entries=`` boot parameter, or ``net.ipv4.tcp_child_ehash_entries`` set
+before creating the network namespace the service runs in (the dump then walks that
+namespace's own table).  The socket is kept open between calls: the kernel then sizes dump
+batches from our earlier 32 KiB reads instead of starting with 4 KiB ones.
 
 What is counted: sockets in state ESTABLISHED whose *local* port is the given port, i.e. the
 server side of connections to a service listening there (including connections the kernel has
