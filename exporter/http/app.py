@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.ingest import BatchError, decode_json, parse_batch
 
@@ -108,6 +109,10 @@ class App:
         self.settings = settings or HttpSettings()
         self._monotonic = monotonic
         self._openapi: bytes | None = None
+        # Concurrent scrapes share one render per format (see coalesce.py).
+        self._render = {
+            om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
+        }
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/metrics": {"GET": self.metrics},
             "/metrics/summary": {"GET": self.summary},
@@ -179,7 +184,7 @@ class App:
         return self._exposition(chosen == OPENMETRICS)
 
     def _exposition(self, openmetrics: bool) -> Response:
-        body = self.endpoint.render_exposition(openmetrics)
+        body = self._render[openmetrics]()
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         return Response(200, body, content_type, {"Vary": "Accept, Accept-Encoding"})
 

@@ -1,0 +1,84 @@
+"""Concurrent scrapes share one render; later ones render afresh; errors reach every waiter."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from exporter.http.coalesce import Coalescer
+from tests.helpers import wait_for
+
+
+class BlockingCompute:
+    """Counts calls; each call blocks until released, so callers can pile up behind it."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail = fail
+
+    def __call__(self) -> int:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("render failed")
+        return self.calls
+
+
+def run_concurrently(coalesced: Coalescer, n: int) -> tuple[list, list[threading.Thread]]:
+    results: list = []
+
+    def call() -> None:
+        try:
+            results.append(coalesced())
+        except RuntimeError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    threads[0].start()
+    return results, threads
+
+
+def test_callers_during_a_flight_share_its_result() -> None:
+    compute = BlockingCompute()
+    coalesced = Coalescer(compute)
+    results, threads = run_concurrently(coalesced, 8)
+    assert compute.entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: coalesced.followers() == 7, "the other callers to join the flight")
+    compute.release.set()
+    for t in threads:
+        t.join(10)
+    assert compute.calls == 1
+    assert results == [1] * 8
+    assert coalesced.followers() == 0
+    assert coalesced() == 2  # a later call renders afresh
+
+
+def test_an_error_reaches_every_waiter_and_is_not_cached() -> None:
+    compute = BlockingCompute(fail=True)
+    coalesced = Coalescer(compute)
+    results, threads = run_concurrently(coalesced, 4)
+    assert compute.entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: coalesced.followers() == 3, "the other callers to join the flight")
+    compute.release.set()
+    for t in threads:
+        t.join(10)
+    assert compute.calls == 1
+    assert len(results) == 4 and all(isinstance(r, RuntimeError) for r in results)
+    compute.fail = False
+    assert coalesced() == 2
+
+
+def test_sequential_calls_each_compute() -> None:
+    counter = iter(range(100))
+    coalesced = Coalescer(lambda: next(counter))
+    assert [coalesced() for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(StopIteration):
+        Coalescer(lambda: next(iter([])))()
