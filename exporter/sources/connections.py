@@ -1,55 +1,27 @@
 """Established TCP connections on one local port, read from the kernel's sock_diag netlink.
 
-Why netlink rather than /proc/net/tcp: ``/proc/net/tcp{,6}`` prints every TCP socket of the
-network namespace as a 150-byte text line and we would parse all of them to keep a handful;
-with 1000 sockets one read of both files costs ~9-17 ms, every tick.  An ``inet_diag`` dump
-(``NETLINK_SOCK_DIAG``) lets the kernel do the filtering: ``idiag_states`` keeps only
-``TCP_ESTABLISHED``, ``id.idiag_sport`` plus an ``INET_DIAG_REQ_BYTECODE`` program keep only
-sockets whose local port is ours, so only matching sockets are copied out, as fixed binary
-records that ``struct`` unpacks without text parsing.
+Why netlink: ``/proc/net/tcp{,6}`` prints every TCP socket of the namespace as text, which
+costs ~10-26 ms per read with 1000 connections.  An ``inet_diag`` dump lets the kernel filter
+(``idiag_states`` = ESTABLISHED; ``id.idiag_sport`` and an ``INET_DIAG_REQ_BYTECODE`` program =
+our local port) and copies out only matching sockets as binary records.
 
-One dump for both families.  The kernel keeps IPv4 and IPv6 TCP sockets in one established
-hash and every dump walks all of its buckets (``/proc/sys/net/ipv4/tcp_ehash_entries``, sized
-from RAM: 262144 on a 24 GiB VM, 1.6-2.3 ms per walk on its 2 vCPUs); the family of the
-request is only a per-socket test inside that walk, and ``idiag_sport`` is one too: no request
-field makes a dump skip buckets.  So we send the legacy ``TCPDIAG_GETSOCK`` dump (``struct
-inet_diag_req``): the kernel's ``inet_diag_dump_compat`` turns it into an ``inet_diag_req_v2``
-with family ``AF_UNSPEC``, which matches IPv4 and IPv6 sockets alike, and it honours the same
-state mask, ``idiag_sport`` and bytecode (both request kinds go through the same dump code).
-That is one walk where two ``SOCK_DIAG_BY_FAMILY`` dumps (AF_INET, then AF_INET6) cost two.
-Each socket sits in the hash once, so each connection is reported once: an IPv4 client of a
-dual-stack (``::``, ``IPV6_V6ONLY=0``) listener is an AF_INET6 socket with a v4-mapped
-address, just as /proc/net/tcp6 shows it.  Not asking for LISTEN (or the 6.x "bound inactive"
-state) skips the listening and bind hashes entirely; asking for no state at all skips every
-walk (~10 us), which is how the benchmark measures the walk on its own.  Should a kernel refuse
-the legacy request (``EINVAL``/``EOPNOTSUPP``), the instance falls back to the two per-family
-dumps for good.
+One dump for both families: the legacy ``TCPDIAG_GETSOCK`` request becomes an
+``AF_UNSPEC`` dump in the kernel (``inet_diag_dump_compat``), honouring the same filters, so
+IPv4 and IPv6 (v4-mapped clients of a dual-stack listener included) cost one walk instead of
+two.  A kernel that refuses it (EINVAL/EOPNOTSUPP) gets the two per-family dumps instead.
 
-Where the time goes: the walk above is the floor whatever the port has, plus ~0.3 us for each
-TCP socket of the host in the hash (locking its bucket, testing state and port: the filters
-cost about the same whichever of ``idiag_sport`` and the bytecode rejects it).  Each matching
-socket then adds ~1.5-3.5 us, more when caches are cold: about two thirds in the kernel
-(reading the socket, building and copying a ~124-byte record, a ``recv`` per 32 KiB), the rest
-in Python unpacking it into a set.  Reading /proc walks the same hash and formats every socket
-as text.  Only a smaller hash lowers the floor, and that is the host's choice, not a
-request's: the ``thash_entries=`` boot parameter, or ``net.ipv4.tcp_child_ehash_entries`` set
-before creating the network namespace the service runs in (the dump then walks that
-namespace's own table).  The socket is kept open between calls: the kernel then sizes dump
-batches from our earlier 32 KiB reads instead of starting with 4 KiB ones.
+The floor is the kernel: every dump walks the whole established hash
+(``/proc/sys/net/ipv4/tcp_ehash_entries``, sized from RAM: 262144 buckets and ~1.7-2.5 ms on a
+24 GiB VM), and no request field makes it skip buckets; each matching socket then adds a few
+microseconds.  Only the host can shrink the table (``thash_entries=`` at boot, or
+``net.ipv4.tcp_child_ehash_entries`` for a service in its own network namespace).  The socket
+stays open between calls, so the kernel sizes dump batches from our earlier reads.
 
-What is counted: sockets in state ESTABLISHED whose *local* port is the given port, i.e. the
-server side of connections to a service listening there (including connections the kernel has
-completed but the service has not ``accept()``-ed yet: they are established too).  The client
-end of a loopback pair has an ephemeral local port and is not counted; neither are the
-listening socket, half-closed (CLOSE_WAIT, FIN_WAIT*) nor TIME_WAIT sockets.
-
-A connection's identity is ``(family, local address, local port, remote address, remote port)``
-with addresses as packed network-order bytes (4 for AF_INET, 16 for AF_INET6).  Not the inode:
-it is 0 while a connection waits in the accept queue and changes once accepted; not the
-socket cookie: /proc does not show it, and the fallback must give the same answer.
-
-The /proc parser is kept as a fallback for kernels or sandboxes where the netlink socket cannot
-be opened or queried (EPERM from seccomp/LSM, EPROTONOSUPPORT, no inet_diag/tcp_diag).
+What is counted: ESTABLISHED sockets whose *local* port is the given port, i.e. the server
+side of connections to a service listening there (accepted or still in the accept queue).
+A connection's identity is ``(family, local address, local port, remote address, remote
+port)``: not the inode (0 until accepted), not the socket cookie (/proc does not show it, and
+the /proc fallback, used where netlink is refused, e.g. by seccomp, must give the same set).
 """
 
 from __future__ import annotations
