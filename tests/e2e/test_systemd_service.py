@@ -338,6 +338,40 @@ def test_sighup_reload_applies_new_thresholds(box: Container) -> None:
     assert after["MainPID"] == before["MainPID"], "a reload must not restart the daemon"
 
 
+def test_watches_another_unit_and_counts_its_connections_inside_the_sandbox(
+    box: Container,
+) -> None:
+    """DynamicUser, ProtectProc=default, RestrictAddressFamilies: still enough to sample a
+    root-owned unit's processes and to count connections with sock_diag."""
+    ensure_running(box)
+    doc = yaml.safe_load(service_config())
+    doc["target"] = {"kind": "systemd_unit", "value": "systemd-journald.service"}
+    doc["connections"] = {"port": 9001}
+    box.write(CONFIG, yaml.safe_dump(doc, sort_keys=False))
+    box.run("systemctl", "reload", UNIT)
+    journald_pid = box.run("systemctl", "show", "-p", "MainPID", "--value",
+                           "systemd-journald.service").stdout.strip()
+    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", box.run(
+        "cat", f"/proc/{journald_pid}/status").stdout).group(1))
+
+    def sampled() -> str | None:
+        text = exposition(box)
+        wanted = ('crankshaft_collection_errors_total{source="connections"} 0.0',
+                  'crankshaft_collection_errors_total{source="process"} 0.0',
+                  "crankshaft_target_up 1.0", "\ncrankshaft_websocket_active_connections ")
+        return text if all(w in text for w in wanted) else None
+
+    poll(sampled, 20, "journald sampled and connections counted, without collection errors")
+    summary = json.loads(box.http("/metrics/summary")[2])
+    # journald's RSS, not the exporter's own (~25 MB): within a few MB of what /proc says
+    assert abs(summary["memory_mb"] - rss_kb / 1024) < 8, (summary["memory_mb"], rss_kb)
+    assert summary["active_connections"] is not None
+    box.write(CONFIG, service_config())
+    box.run("systemctl", "reload", UNIT)
+    poll(lambda: "crankshaft_target_up 1.0" in exposition(box)
+         and 'source="connections"' not in exposition(box), 20, "the default config back")
+
+
 # --- alerts in the journal ----------------------------------------------------------------------
 
 
