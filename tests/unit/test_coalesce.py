@@ -28,7 +28,10 @@ class BlockingCompute:
         return self.calls
 
 
-def run_concurrently(coalesced: Coalescer, n: int) -> tuple[list, list[threading.Thread]]:
+def pile_up(compute: BlockingCompute, n: int) -> tuple[Coalescer, list]:
+    """``n`` concurrent calls: the first computes, the others join its flight; returns
+    once all have finished, with their results (or exceptions) in completion order."""
+    coalesced = Coalescer(compute)
     results: list = []
 
     def call() -> None:
@@ -39,37 +42,28 @@ def run_concurrently(coalesced: Coalescer, n: int) -> tuple[list, list[threading
 
     threads = [threading.Thread(target=call) for _ in range(n)]
     threads[0].start()
-    return results, threads
+    assert compute.entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    wait_for(lambda: coalesced.followers() == n - 1, "the other callers to join the flight")
+    compute.release.set()
+    for t in threads:
+        t.join(10)
+    assert coalesced.followers() == 0
+    return coalesced, results
 
 
 def test_callers_during_a_flight_share_its_result() -> None:
     compute = BlockingCompute()
-    coalesced = Coalescer(compute)
-    results, threads = run_concurrently(coalesced, 8)
-    assert compute.entered.wait(10)
-    for t in threads[1:]:
-        t.start()
-    wait_for(lambda: coalesced.followers() == 7, "the other callers to join the flight")
-    compute.release.set()
-    for t in threads:
-        t.join(10)
+    coalesced, results = pile_up(compute, 8)
     assert compute.calls == 1
     assert results == [1] * 8
-    assert coalesced.followers() == 0
     assert coalesced() == 2  # a later call renders afresh
 
 
 def test_an_error_reaches_every_waiter_and_is_not_cached() -> None:
     compute = BlockingCompute(fail=True)
-    coalesced = Coalescer(compute)
-    results, threads = run_concurrently(coalesced, 4)
-    assert compute.entered.wait(10)
-    for t in threads[1:]:
-        t.start()
-    wait_for(lambda: coalesced.followers() == 3, "the other callers to join the flight")
-    compute.release.set()
-    for t in threads:
-        t.join(10)
+    coalesced, results = pile_up(compute, 4)
     assert compute.calls == 1
     assert len(results) == 4 and all(isinstance(r, RuntimeError) for r in results)
     compute.fail = False
