@@ -17,19 +17,20 @@ from exporter.documents import Meta, metrics_document
 from exporter.ringbuffer import RingBuffer
 from exporter.store import SERIES, MetricStore
 
+_SERIES_BY_JSON_KEY = {info.json_key: info for info in SERIES}
+
 
 class SamplesJson:
     """JSON text of one ring buffer's samples, kept in step with it incrementally."""
 
-    __slots__ = ("base", "epoch", "first", "fmt", "next", "offsets", "text")
+    __slots__ = ("base", "first", "fmt", "next", "offsets", "text")
 
     def __init__(self, whole_numbers: bool) -> None:
         value = "%d" if whole_numbers else "%r"
         self.fmt = '{"timestamp":%d,"value":' + value + "},"
-        self._reset(-1, 0)
+        self._reset(0)
 
-    def _reset(self, epoch: int, first: int) -> None:
-        self.epoch = epoch
+    def _reset(self, first: int) -> None:
         self.first = self.next = first  # sequence numbers of the first and next sample held
         self.text = ""  # fragments, each ending in ","
         self.offsets = array("q")  # absolute offset of each fragment
@@ -38,8 +39,8 @@ class SamplesJson:
     def window(self, buf: RingBuffer, last_n: int | None) -> str:
         """Comma-separated sample objects of the newest ``last_n`` samples (all if None)."""
         oldest = buf.appended - len(buf)
-        if buf.epoch != self.epoch or self.next < oldest:
-            self._reset(buf.epoch, oldest)
+        if self.next < oldest:  # fell more than a buffer behind: start over
+            self._reset(oldest)
         new = buf.appended - self.next
         if new:
             fmt = self.fmt
@@ -53,7 +54,7 @@ class SamplesJson:
             self.next = buf.appended
         drop = oldest - self.first
         if drop >= len(self.offsets):
-            self._reset(buf.epoch, oldest)
+            self._reset(oldest)
         elif drop > 0:
             cut = self.offsets[drop] - self.base
             self.text = self.text[cut:]
@@ -77,14 +78,10 @@ class MetricsJsonRenderer:
         doc: dict[str, Any] = metrics_document(store, meta, last_n, with_samples=False)
         parts = []
         for key, value in doc.items():
-            parts.append(f"{json.dumps(key)}:")
-            info = next((s for s in SERIES if s.json_key == key), None)
-            if info is None:
-                parts.append(json.dumps(value, separators=(",", ":")))
-                parts.append(",")
-                continue
-            head = json.dumps(value, separators=(",", ":"))[:-1]
-            samples = self._samples[info.key].window(store.series[info.key], last_n)
-            parts.append(f'{head},"samples":[{samples}]}},')
-        parts[-1] = parts[-1][:-1]
-        return ("{" + "".join(parts) + "}").encode()
+            text = json.dumps(value, separators=(",", ":"))
+            info = _SERIES_BY_JSON_KEY.get(key)
+            if info is not None:  # splice the cached sample text into the series object
+                samples = self._samples[info.key].window(store.series[info.key], last_n)
+                text = f'{text[:-1]},"samples":[{samples}]}}'
+            parts.append(f"{json.dumps(key)}:{text}")
+        return ("{" + ",".join(parts) + "}").encode()

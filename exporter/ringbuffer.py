@@ -31,7 +31,7 @@ EMPTY_STATS = SeriesStats(0, None, None, None, None)
 class RingBuffer:
     """Circular buffer of the newest ``capacity`` samples.  Not locked: the store locks."""
 
-    __slots__ = ("_capacity", "_count", "_head", "_times", "_values", "appended", "epoch")
+    __slots__ = ("_capacity", "_count", "_head", "_times", "_values", "appended")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -42,10 +42,9 @@ class RingBuffer:
         self._values = array("d", [0.0]) * capacity
         self._head = 0  # index the next sample is written to
         self._count = 0
-        # Renderers cache per-sample work keyed by these: ``appended`` numbers samples,
-        # ``epoch`` changes whenever stored samples are rewritten rather than appended.
+        # Samples are numbered by this count: the stored ones are the newest len(self) before
+        # it, whatever clear() or resize() did, which lets renderers cache per-sample work.
         self.appended = 0
-        self.epoch = 0
 
     @property
     def capacity(self) -> int:
@@ -71,7 +70,6 @@ class RingBuffer:
     def clear(self) -> None:
         self._head = 0
         self._count = 0
-        self.epoch += 1
 
     def _window(self, column: array, last_n: int | None) -> array:
         """The newest ``last_n`` entries of a column (all if None/negative), oldest first."""
@@ -115,7 +113,6 @@ class RingBuffer:
         self._capacity = capacity
         self._count = keep
         self._head = keep % capacity
-        self.epoch += 1
 
     def stats(self, last_n: int | None = None) -> SeriesStats:
         return stats_of(self.values(last_n))
