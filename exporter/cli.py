@@ -14,6 +14,7 @@ non-zero exit: 2 for usage, 78 (EX_CONFIG) for an invalid configuration, 1 other
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from exporter import __version__
@@ -61,6 +62,7 @@ def _print_problems(problems: list[str]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the daemon handles it (imports first)
     from exporter.config import ConfigError
     from exporter.daemon import Daemon, Overrides, StartupError
 

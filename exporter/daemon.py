@@ -87,6 +87,11 @@ class Daemon:
         self.config_path = config_path
         self.overrides = overrides or Overrides()
         self.notifier = notifier or SystemdNotifier()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        # Before the config is read: a SIGHUP from here on is a reload, never a kill.
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
         self.config = read_config(config_path, self.overrides)
         self._log_format = setup_logging(
             self.config.logging.level, self.overrides.log_format or self.config.logging.format
@@ -109,9 +114,6 @@ class Daemon:
             self.endpoint.close()
             raise StartupError(f"cannot listen on {c.listen}: {e.strerror or e}") from None
         self.notifiers = build_notifiers(c.notifiers, self.endpoint)
-        self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._wake = threading.Event()
         self._record_reload(True)
         self.endpoint.add_status_provider(self._reload_status)
 
@@ -120,7 +122,6 @@ class Daemon:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_reload_signal)
         first = threading.Event()
         self.endpoint.on_metrics_collected(first.set)
         self.server.start()
