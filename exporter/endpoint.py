@@ -138,11 +138,7 @@ class MetricsEndpoint:
             thread.join()
         # Values pushed since the last tick are recorded now rather than lost.
         with self._lock:
-            values = dict(self._pending)
-            self._pending.clear()
-            latency = self.store.latency.take_interval_average()
-            if latency is not None:
-                values["request_latency"] = latency
+            values = self._take_pushed()
             events = self._append_and_evaluate(values) if values else []
         self._dispatch(events)
         self.collection_stopped.emit()
@@ -212,15 +208,8 @@ class MetricsEndpoint:
                     log.warning("source %s: %s", source.name, e)
                     failed.append(source.name)
             with self._lock:
-                now_ms = self._now_ms()
-                values.update(self._pending)  # pushed values override what was read
-                self._pending.clear()
-                latency = self.store.latency.take_interval_average()
-                if latency is not None:
-                    values["request_latency"] = latency
-                for key, value in values.items():
-                    self.store.append(key, now_ms, value)
-                events = self._evaluator.evaluate(now_ms, self._alert_inputs(values))
+                values.update(self._take_pushed())  # pushed values override what was read
+                events = self._append_and_evaluate(values)
                 self._errors.update(failed)
                 self._collections += 1
                 self._last_collection_seconds = time.perf_counter() - started
@@ -280,6 +269,16 @@ class MetricsEndpoint:
         """Whole milliseconds, as every document prints them (so equal means equal)."""
         return float(int(self._clock() * 1000.0))
 
+    def _take_pushed(self) -> dict[str, float]:
+        """What was pushed since the last sample (caller holds the lock): the gauges, and
+        the interval's mean latency if anything was observed.  Clears both."""
+        values = self._pending
+        self._pending = {}
+        latency = self.store.latency.take_interval_average()
+        if latency is not None:
+            values["request_latency"] = latency
+        return values
+
     def _append_and_evaluate(self, values: Mapping[str, float]) -> list[AlertEvent]:
         """Record samples at once and evaluate alerts on them (caller holds the lock)."""
         now_ms = self._now_ms()
@@ -330,10 +329,10 @@ class MetricsEndpoint:
             self.store.latency.observe(endpoint, latency_ms)
             if self._thread is not None:
                 return
-            average = self.store.latency.take_interval_average()
-            if average is None:  # dropped by the endpoint cap
+            values = self._take_pushed()
+            if not values:  # dropped by the endpoint cap
                 return
-            events = self._append_and_evaluate({"request_latency": average})
+            events = self._append_and_evaluate(values)
         self._dispatch(events)
 
     def record_batch(self, batch: Batch) -> int:
@@ -350,11 +349,7 @@ class MetricsEndpoint:
             if self._thread is not None:
                 self._pending.update(batch.gauges)
             else:
-                values = dict(batch.gauges)
-                average = self.store.latency.take_interval_average()
-                if average is not None:
-                    values["request_latency"] = average
-                events = self._append_and_evaluate(values)
+                events = self._append_and_evaluate({**batch.gauges, **self._take_pushed()})
         self._dispatch(events)
         return dropped
 
