@@ -17,13 +17,13 @@ summary names; ``latency_ms`` maps an endpoint to one observation or a list of t
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.extensions import validate_extension
 from exporter.labels import check_name
 from exporter.latency import MAX_ENDPOINT_LENGTH
+from exporter.values import check_count, check_gauge
 
 # Document field -> (series key, whole number?)
 GAUGE_FIELDS: dict[str, tuple[str, bool]] = {
@@ -89,16 +89,11 @@ def decode_json(body: bytes) -> Any:
 
 
 def _number(path: str, value: Any, whole: bool) -> float:
-    if isinstance(value, Unrepresentable):
-        raise BatchError(f"{path}: must be a finite number >= 0, got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BatchError(f"{path}: must be a number, got {type(value).__name__}")
-    v = float(value) if abs(value) < 1e300 else math.inf
-    if not math.isfinite(v) or v < 0:
-        raise BatchError(f"{path}: must be a finite number >= 0")
-    if whole and not v.is_integer():
-        raise BatchError(f"{path}: must be a whole number")
-    return v
+    """The same checks as the Python API's record_* calls, worded for the field."""
+    try:
+        return (check_count if whole else check_gauge)(path, value)
+    except ValueError as e:
+        raise BatchError(str(e)) from None
 
 
 def parse_batch(doc: Any) -> Batch:
