@@ -22,26 +22,28 @@ import yaml
 from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
 from exporter.config.durations import format_duration
 
-# metric -> (PromQL for the watched value, labels identifying one alert instance)
+# metric -> (PromQL for the watched value, ``{m}`` standing for its label matchers; labels
+# identifying one alert instance)
 VALUE_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
-    "memory_usage": ("crankshaft_memory_usage_mb", ()),
-    "cpu_usage": ("crankshaft_cpu_usage_percent", ()),
-    "active_connections": ("crankshaft_websocket_active_connections", ()),
-    "total_connections": ("crankshaft_websocket_connections_total", ()),
-    "request_latency": ("crankshaft_request_latency_ms", ()),
+    "memory_usage": ("crankshaft_memory_usage_mb{m}", ()),
+    "cpu_usage": ("crankshaft_cpu_usage_percent{m}", ()),
+    "active_connections": ("crankshaft_websocket_active_connections{m}", ()),
+    "total_connections": ("crankshaft_websocket_connections_total{m}", ()),
+    "request_latency": ("crankshaft_request_latency_ms{m}", ()),
     "request_latency_p95": (
         "histogram_quantile(0.95, sum by (job, instance, endpoint, le) "
-        "(rate(crankshaft_request_duration_seconds_bucket{SEL}[5m]))) * 1000",
+        "(rate(crankshaft_request_duration_seconds_bucket{m}[5m]))) * 1000",
         ("endpoint",),
     ),
     "request_latency_p99": (
         "histogram_quantile(0.99, sum by (job, instance, endpoint, le) "
-        "(rate(crankshaft_request_duration_seconds_bucket{SEL}[5m]))) * 1000",
+        "(rate(crankshaft_request_duration_seconds_bucket{m}[5m]))) * 1000",
         ("endpoint",),
     ),
-    "extension_crashed": ('crankshaft_extension_status{status="crashed"SEL}', ("extension",)),
-    "target_down": ("(1 - crankshaft_target_up)", ()),
+    "extension_crashed": ("crankshaft_extension_status{m}", ("extension",)),
+    "target_down": ("(1 - crankshaft_target_up{m})", ()),
 }
+BASE_MATCHERS = {"extension_crashed": ('status="crashed"',)}
 UNITS = {
     "memory_usage": " MB",
     "cpu_usage": "%",
@@ -85,12 +87,8 @@ def _escape(text: str) -> str:
 
 
 def _value_expr(metric: str, selector: str) -> str:
-    template = VALUE_EXPR[metric][0]
-    if "{SEL}" in template:
-        return template.replace("{SEL}", "{" + selector + "}" if selector else "")
-    if "SEL}" in template:
-        return template.replace("SEL}", "," + selector + "}" if selector else "}")
-    return template
+    matchers = [*BASE_MATCHERS.get(metric, ()), *([selector] if selector else [])]
+    return VALUE_EXPR[metric][0].format(m="{" + ",".join(matchers) + "}" if matchers else "")
 
 
 def rule_entries(rule: AlertRule, siblings: list[AlertRule]) -> list[dict[str, object]]:
