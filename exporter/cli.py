@@ -1,8 +1,8 @@
 """Command line.
 
     crankshaft-exporter [run] [--config FILE] [--listen HOST:PORT] [--interval SECONDS]
-                        [--log-level LEVEL] [--log-format FORMAT]
-    crankshaft-exporter check-config FILE
+                        [--log-level LEVEL] [--log-format FORMAT] [--web.config.file FILE]
+    crankshaft-exporter check-config [FILE] [--web.config.file FILE]
     crankshaft-exporter default-config
     crankshaft-exporter alert-rules [--config FILE]
     crankshaft-exporter --version
@@ -46,8 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )
     run.add_argument("--log-format", choices=["auto", "text", "json", "journal"])
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config (TLS, basic auth), as node_exporter reads it",
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", nargs="?")
+    check.add_argument(
+        "--web.config.file", dest="web_config_file", metavar="FILE",
+        help="also (or only) validate this web config file",
+    )
     sub.add_parser("default-config", help="print the default config, every key commented")
     rules = sub.add_parser(
         "alert-rules", help="print Prometheus alerting rules equal to the configured alerts"
@@ -66,7 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError
     from exporter.daemon import Daemon, Overrides, StartupError
 
-    overrides = Overrides(args.listen, args.interval, args.log_level, args.log_format)
+    overrides = Overrides(
+        args.listen, args.interval, args.log_level, args.log_format, args.web_config_file
+    )
     try:
         daemon = Daemon(args.config, overrides)
     except ConfigError as e:
@@ -81,13 +93,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, load_config
+    from exporter.http.webconfig import load_web_config
 
-    try:
-        load_config(args.file)
-    except ConfigError as e:
-        _print_problems(e.problems)
+    if args.file is None and args.web_config_file is None:
+        print("crankshaft-exporter: check-config needs FILE, --web.config.file FILE or both",
+              file=sys.stderr)
+        return EX_USAGE
+    problems: list[str] = []
+    for path, load in ((args.file, load_config), (args.web_config_file, load_web_config)):
+        if path is None:
+            continue
+        try:
+            load(path)
+        except ConfigError as e:
+            problems += e.problems
+        else:
+            print(f"{path}: valid")
+    if problems:
+        _print_problems(problems)
         return EX_CONFIG
-    print(f"{args.file}: valid")
     return 0
 
 

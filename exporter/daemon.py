@@ -10,6 +10,7 @@ configuration, as Prometheus does), SIGTERM stops cleanly.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -18,7 +19,10 @@ from dataclasses import dataclass, replace
 from exporter.config import Config, ConfigError, Problem, load_config
 from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import App, HttpSettings
+from exporter.http.fdlimit import connection_cap, raise_open_files_limit
 from exporter.http.server import ExporterServer
+from exporter.http.webconfig import load_web_config
+from exporter.http.webwatch import WebConfigWatcher
 from exporter.logs import setup_logging
 from exporter.notifiers import build_notifiers
 from exporter.sdnotify import SystemdNotifier
@@ -46,16 +50,23 @@ class Overrides:
     interval: str | None = None
     log_level: str | None = None
     log_format: str | None = None
+    web_config_file: str | None = None
 
 
 def read_config(path: str | None, overrides: Overrides) -> Config:
     config = Config.default() if path is None else load_config(path)
     try:
-        return config.with_overrides(
+        config = config.with_overrides(
             listen=overrides.listen, interval=overrides.interval, log_level=overrides.log_level
         )
     except ValueError as e:
         raise ConfigError([Problem("command line", None, "", str(e))]) from None
+    if overrides.web_config_file is not None:  # --web.config.file wins over the file's key
+        web_file = os.path.abspath(overrides.web_config_file)
+        web = load_web_config(web_file)
+        config = replace(config, http=replace(config.http, web_config_file=web_file,
+                                              web_config=web))
+    return config
 
 
 def build_sources(config: Config) -> list[Source]:
@@ -68,12 +79,15 @@ def build_sources(config: Config) -> list[Source]:
     return sources
 
 
-def http_settings(config: Config) -> HttpSettings:
+def http_settings(config: Config, open_files: int) -> HttpSettings:
+    h = config.http
     return HttpSettings(
-        max_body_bytes=config.http.max_body_bytes,
-        request_timeout_s=config.http.request_timeout,
-        ingest_allow=tuple(config.http.ingest_allow),
-        ingest_token=config.http.ingest_token,
+        max_body_bytes=h.max_body_bytes,
+        request_timeout_s=h.request_timeout,
+        idle_timeout_s=h.idle_timeout,
+        max_connections=connection_cap(h.max_connections, open_files),
+        ingest_allow=tuple(h.ingest_allow) if h.ingest_allow_listed else None,
+        ingest_token=h.ingest_token,
     )
 
 
@@ -107,9 +121,11 @@ class Daemon:
             max_extensions=c.extensions.max_extensions,
             buckets_seconds=c.latency.buckets,
         )
-        self.app = App(self.endpoint, http_settings(c))
+        self._open_files = raise_open_files_limit()
+        self.app = App(self.endpoint, http_settings(c, self._open_files))
+        self.web = WebConfigWatcher(c.http.web_config, self._record_reload)
         try:
-            self.server = ExporterServer(c.listen.host, c.listen.port, self.app)
+            self.server = ExporterServer(c.listen.host, c.listen.port, self.app, self.web)
         except OSError as e:
             self.endpoint.close()
             raise StartupError(f"cannot listen on {c.listen}: {e.strerror or e}") from None
@@ -133,6 +149,9 @@ class Daemon:
             self.config.interval_ms,
             self._describe_target(),
         )
+        if self.config.http.web_config is not None:
+            log.info("web config %s: %s", self.config.http.web_config_file,
+                     self.config.http.web_config.describe())
         self.endpoint.start_collection(self.config.interval_ms)
         watchdog = self.notifier.watchdog_seconds()
         if watchdog is not None:
@@ -229,7 +248,8 @@ class Daemon:
         ep.set_alert_rules(new.alerts)
         if new.interval_ms != old.interval_ms:
             ep.set_collection_interval(new.interval_ms)
-        self.app.settings = http_settings(new)
+        self.app.settings = http_settings(new, self._open_files)
+        self.web.replace(new.http.web_config)
         if new.logging != old.logging:
             setup_logging(new.logging.level, self.overrides.log_format or new.logging.format)
         # Keep what only a restart can change, so the next diff compares like with like.

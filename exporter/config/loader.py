@@ -34,6 +34,7 @@ from exporter.config.model import (
 )
 from exporter.config.notifiers import notifiers
 from exporter.config.yamltree import Fields, Walker, is_null, show
+from exporter.http.webconfig import load_web_config
 from exporter.sources.targets import TARGET_KINDS, TargetSpec
 
 TOP_KEYS = (
@@ -217,9 +218,13 @@ def _latency(w: Walker, f: Fields) -> LatencyConfig:
 _HTTP_KEYS = (
     "max_body_bytes",
     "request_timeout",
+    "idle_timeout",
+    "max_connections",
     "ingest_allow",
     "ingest_token_file",
+    "web_config_file",
 )
+MAX_CONNECTIONS = 1_000_000
 
 
 def _http(w: Walker, f: Fields, base_dir: Path | None) -> HttpConfig:
@@ -239,14 +244,28 @@ def _http(w: Walker, f: Fields, base_dir: Path | None) -> HttpConfig:
             token = _read_token(Path(token_file))
         except ValueError as e:
             w.report(f.value_node("ingest_token_file"), f.key_path("ingest_token_file"), str(e))
+    web_file = f.get("web_config_file", checks.optional(checks.string()), None)
+    web = None
+    if web_file is not None:
+        web_file = str(_resolve(web_file, base_dir))
+        try:
+            web = load_web_config(web_file)
+        except ConfigError as e:
+            w.problems.extend(e.details)
+    timeout = checks.duration(0, MAX_TIMEOUT, lo_open=True)
     return HttpConfig(
         max_body_bytes=f.get("max_body_bytes", checks.integer(1, MAX_BODY_BYTES), d.max_body_bytes),
-        request_timeout=f.get(
-            "request_timeout", checks.duration(0, MAX_TIMEOUT, lo_open=True), d.request_timeout
+        request_timeout=f.get("request_timeout", timeout, d.request_timeout),
+        idle_timeout=f.get("idle_timeout", timeout, d.idle_timeout),
+        max_connections=f.get(
+            "max_connections", checks.integer(1, MAX_CONNECTIONS), d.max_connections
         ),
         ingest_allow=allow,
+        ingest_allow_listed=node is not None,
         ingest_token_file=token_file,
         ingest_token=token,
+        web_config_file=web_file,
+        web_config=web,
     )
 
 

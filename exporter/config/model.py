@@ -15,6 +15,7 @@ from ipaddress import IPv4Network, IPv6Network
 from exporter.alerts.rules import DEFAULT_RULES, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.config.errors import quote
+from exporter.http.webconfig import WebConfig
 from exporter.latency import DEFAULT_BUCKETS_SECONDS
 from exporter.sources.targets import TargetSpec
 from exporter.store import DEFAULT_CAPACITY
@@ -130,13 +131,21 @@ class ExtensionsConfig:
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    """``ingest_token`` is the content of ``ingest_token_file``, read when the config loads."""
+    """``ingest_token`` is the content of ``ingest_token_file`` and ``web_config`` the checked
+    content of ``web_config_file``, both read when the config loads.  ``ingest_allow_listed``
+    says whether the user wrote ``ingest_allow`` (then only the listed networks write without
+    the token) or left the default (loopback, and only while no token is configured)."""
 
     max_body_bytes: int = 1_048_576
-    request_timeout: float = 10.0  # seconds
+    request_timeout: float = 10.0  # seconds, for a whole request: line, headers and body
+    idle_timeout: float = 60.0  # seconds a keep-alive connection may wait for a request
+    max_connections: int = 1024
     ingest_allow: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_INGEST_ALLOW
+    ingest_allow_listed: bool = False
     ingest_token_file: str | None = None
     ingest_token: str | None = field(default=None, repr=False)
+    web_config_file: str | None = None
+    web_config: WebConfig | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

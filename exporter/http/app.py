@@ -35,16 +35,25 @@ MAX_LAST_N_DIGITS = 12
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+TOKEN_HEADER = "x-ingest-token"  # the token's other header, for when basic auth holds
+# "Authorization"
+
+
 @dataclass(frozen=True)
 class HttpSettings:
+    """``ingest_allow`` None means the user listed no networks (then: loopback, and only
+    while no token is configured); a tuple, even empty, is the user's own list."""
+
     max_body_bytes: int = 1_048_576
     request_timeout_s: float = 10.0
-    ingest_allow: tuple[Network, ...] = (
-        ipaddress.ip_network("127.0.0.0/8"),
-        ipaddress.ip_network("::1/128"),
-    )
+    idle_timeout_s: float = 60.0
+    max_connections: int = 1024
+    ingest_allow: tuple[Network, ...] | None = None
     ingest_token: str | None = None
-    max_connections: int = 64
 
 
 @dataclass
@@ -240,22 +249,44 @@ class App:
         )
 
     def _authorize_write(self, request: Request) -> None:
+        """Who may write, in this order: a valid token from anywhere; then, with a token
+        configured, only networks the user listed in ``ingest_allow``; with no token, the
+        listed networks or, if none were listed, loopback."""
         token = self.settings.ingest_token
-        auth = request.headers.get("authorization", "")
-        if token is not None and auth:
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() == "bearer" and hmac.compare_digest(
-                given.strip().encode(), token.encode()
-            ):
+        listed = self.settings.ingest_allow
+        ip = _client_ip(request.client_ip)
+        if token is None:
+            nets = LOOPBACK if listed is None else listed
+            if ip is not None and any(ip in net for net in nets):
                 return
-            raise HttpError(403, "the bearer token is not valid for writing")
-        try:
-            ip = ipaddress.ip_address(request.client_ip.split("%")[0])
-        except ValueError:
-            raise HttpError(403, "writing is not allowed from this client") from None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self.settings.ingest_allow):
+            raise HttpError(403, f"writing is not allowed from {ip or 'this client'}")
+        given = _presented_token(request)
+        challenge = 'Bearer realm="crankshaft-exporter"'
+        if given is not None:
+            if hmac.compare_digest(given.encode(), token.encode()):
+                return
+            raise HttpError(401, "the bearer token is not valid for writing",
+                            {"WWW-Authenticate": challenge + ', error="invalid_token"'})
+        if listed is not None and ip is not None and any(ip in net for net in listed):
             return
-        hint = " (send a bearer token)" if token is not None else ""
-        raise HttpError(403, f"writing is not allowed from {ip}{hint}")
+        raise HttpError(401, "writing needs the ingest token (Authorization: Bearer TOKEN)",
+                        {"WWW-Authenticate": challenge})
+
+
+def _presented_token(request: Request) -> str | None:
+    """The token a client sent: ``Authorization: Bearer T`` or ``X-Ingest-Token: T``."""
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return given.strip()
+    other = request.headers.get(TOKEN_HEADER)
+    return other.strip() if other is not None else None
+
+
+def _client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -1,197 +1,517 @@
-"""The socket side: stdlib threading HTTP server, hardened for a long-running exporter.
+"""The socket side: HTTP/1.1 on an asyncio event loop, so open connections cost little.
 
-- a listen backlog of 128 (socketserver's default of 5 overflows under 16 concurrent
-  clients here and pushes p99 into hundreds of milliseconds);
-- a per-connection socket timeout, so a slow or stalled client holds one thread for at most
-  that long, and a cap on connections served at once (answered 503 beyond it);
-- keep-alive (HTTP/1.1), since Prometheus and dashboards poll the same server forever;
-- errors as JSON, never the stdlib's HTML pages or tracebacks.
+Why an event loop: a thread per connection (the stdlib ThreadingHTTPServer this replaced)
+let 64 slow clients hold every slot.  Here an idle or slow connection is a few KiB of
+buffers and a suspended coroutine, and the limits are about time, not threads:
+
+- ``request_timeout`` is a deadline for the whole request (request line, headers, body),
+  counted from its first byte (from the accept, TLS handshake included, for a connection's
+  first request); a client dribbling bytes is answered 408 and cut off at the deadline;
+- ``idle_timeout`` is how long a keep-alive connection may wait for its next request;
+- at ``max_connections`` a new client is not refused: the connection idle the longest is
+  closed (one waiting for its next request, or one that connected and sent nothing), else
+  the one whose request has dragged on longest; only if every connection is busy being
+  answered does the newcomer get a 503;
+- handlers (``App.handle`` renders in ~1 ms, a big ingest batch in tens) run on a small
+  thread pool, and bcrypt on one thread of its own, so neither stalls the loop;
+- running out of file descriptors on accept makes asyncio pause accepting for a second (no
+  busy loop); the server then also closes its oldest idle connection to make room.
+
+What the request parser keeps from the server before: strict Content-Length framing (no
+chunked uploads, conflicting lengths refused), 411/413/414/431/501/505 answers, keep-alive,
+one write per response with TCP_NODELAY, HEAD, JSON errors, and a body sent with a method
+that takes none closes the connection (it would be read as the next request otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
+import ipaddress
 import logging
 import socket
+import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 from exporter import __version__
-from exporter.http.app import App, Request, error_response
+from exporter.http.app import App, Request, Response, error_response
+from exporter.http.webwatch import WebConfigWatcher, WebState
 
 log = logging.getLogger(__name__)
 
-
-class ExporterHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # responses are complete when written; send them now
-    server_version = f"crankshaft-exporter/{__version__}"
-    server: ExporterServer
-
-    def setup(self) -> None:
-        self.timeout = self.server.app.settings.request_timeout_s
-        super().setup()
-
-    def _serve(self) -> None:
-        app = self.server.app
-        body = b""
-        if self.command == "POST":
-            body_or_none = self._read_body(app.settings.max_body_bytes)
-            if body_or_none is None:
-                return
-            body = body_or_none
-        elif "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
-            # A body nobody reads would be parsed as the next request: answer, then close.
-            self.close_connection = True
-        path, _, query = self.path.partition("?")
-        request = Request(
-            method=self.command,
-            path=path,
-            query=query,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            client_ip=self.client_address[0],
-            body=body,
-        )
-        self._send(app.handle(request))
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
-
-    def _read_body(self, limit: int) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._refuse(411, "send the body with a Content-Length, not chunked")
-            return None
-        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or []}
-        if not lengths:
-            self._refuse(411, "a Content-Length header is required")
-            return None
-        if len(lengths) > 1:  # RFC 9112 6.3: conflicting lengths are an error, not a choice
-            self._refuse(400, "conflicting Content-Length headers")
-            return None
-        length_text = lengths.pop()
-        if not (length_text.isascii() and length_text.isdigit()):
-            self._refuse(400, "Content-Length must be a whole number of bytes")
-            return None
-        if len(length_text) > 15:
-            self._refuse(413, f"body is over the limit of {limit} bytes")
-            return None
-        length = int(length_text)
-        if length > limit:
-            self._refuse(413, f"body of {length} bytes is over the limit of {limit} bytes")
-            return None
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            return None
-        return body
-
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer without reading the body, then close: the unread body would be taken
-        for the next request."""
-        self.close_connection = True
-        response = error_response(status, message)
-        response.headers["Connection"] = "close"
-        self._send(response)
-
-    def _send(self, response: Any) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        # Headers and body in one write: two small writes meet the client's delayed ACK and
-        # stall each keep-alive request by ~40 ms.
-        self._headers_buffer.append(b"\r\n")
-        if self.command != "HEAD":
-            self._headers_buffer.append(response.body)
-        self.wfile.write(b"".join(self._headers_buffer))
-        self._headers_buffer = []
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Malformed request lines, oversized headers, unknown methods: JSON like the rest."""
-        self.close_connection = True
-        if self.request_version == "HTTP/0.9":  # the request line did not parse: nobody
-            self.request_version = "HTTP/1.0"  # speaks 0.9 any more, answer with a status
-        body = json.dumps({"error": message or self.responses.get(code, ("error",))[0]}).encode()
-        try:
-            self.send_response(code, message)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-                self.wfile.write(body)
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.client_address[0], format % args)
+MAX_LINE = 65536  # request line and each header line, as http.server
+MAX_HEADERS = 100
+MAX_HEAD_BYTES = 256 * 1024
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+HANDLER_THREADS = 4
+LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
+LINGER_BYTES = 1 << 20
+SERVER = f"crankshaft-exporter/{__version__}".encode()
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # fmt: skip
 
 
-class ExporterServer(ThreadingHTTPServer):
-    request_queue_size = 128
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Reply(Exception):
+    """Stop reading this request: answer ``status`` with ``message`` and close."""
 
-    def __init__(self, host: str, port: int, app: App) -> None:
-        """``host`` "" binds every interface (IPv6 and IPv4 where the kernel can)."""
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Conn:
+    """One client connection and the state eviction looks at."""
+
+    __slots__ = ("peer", "phase", "since", "task", "writer")
+    IDLE, READING, BUSY = "idle", "reading", "busy"
+
+    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
+        self.writer = writer
+        self.peer = peer
+        self.phase = _Conn.IDLE
+        self.since = time.monotonic()
+        self.task: asyncio.Task | None = None
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True).encode()
+        return self._value
+
+
+def _host_for(host: str) -> tuple[socket.AddressFamily, str, bool]:
+    """``host`` "" binds every interface (IPv6 and IPv4 where the kernel can)."""
+    if host in ("", "::", "*") and socket.has_dualstack_ipv6():
+        return socket.AF_INET6, "::", True
+    if host in ("", "*"):
+        return socket.AF_INET, "0.0.0.0", False
+    if ":" in host:
+        return socket.AF_INET6, host, False
+    return socket.AF_INET, host, False
+
+
+class ExporterServer:
+    backlog = 1024  # the kernel caps it at net.core.somaxconn
+
+    def __init__(self, host: str, port: int, app: App,
+                 web: WebConfigWatcher | None = None) -> None:
         self.app = app
-        self._dualstack = False
-        if host in ("", "::", "*") and socket.has_dualstack_ipv6():
-            host, self._dualstack = "::", True
-            self.address_family = socket.AF_INET6
-        elif host in ("", "*"):
-            host = "0.0.0.0"
-        elif ":" in host:
-            self.address_family = socket.AF_INET6
-        self._slots = threading.BoundedSemaphore(app.settings.max_connections)
-        super().__init__((host, port), ExporterHandler)
-
-    def server_bind(self) -> None:
-        if self._dualstack:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        self.web = web or WebConfigWatcher(None)
+        family, bind_host, dualstack = _host_for(host)
+        if family == socket.AF_INET:
+            with contextlib.suppress(OSError):
+                bind_host = socket.gethostbyname(bind_host)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if dualstack:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((bind_host, port))
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.socket = sock
+        self.server_address = sock.getsockname()
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._loop_exception)
+        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="crankshaft-http")
+        self._bcrypt_pool = ThreadPoolExecutor(1, thread_name_prefix="crankshaft-auth")
+        self._conns: dict[_Conn, None] = {}
+        self._idle: dict[_Conn, None] = {}  # insertion order = oldest idle first
+        self._reading: dict[_Conn, None] = {}
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._date = _Date()
+        self._last_full_warning = 0.0
+        self.evicted = 0  # connections closed to make room (for tests and the log)
 
     @property
     def port(self) -> int:
         return self.server_address[1]
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = b'{"error": "too many connections; retry shortly"}'
-            with contextlib.suppress(OSError):
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
-                    + str(len(body)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+    def connection_count(self) -> int:
+        return len(self._conns)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+    # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> threading.Thread:
         """Serve on a background thread; ``stop()`` ends it."""
-        thread = threading.Thread(target=self.serve_forever, name="crankshaft-http", daemon=True)
-        thread.start()
-        return thread
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="crankshaft-loop",
+                                        daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self._thread
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(
+                self._accepted, sock=self.socket, limit=MAX_LINE + 2, backlog=self.backlog)
+            ready.set()
+
+        try:
+            self._loop.run_until_complete(serve())
+        finally:
+            ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        if self._thread is None:
+            self.socket.close()
+            return
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for conn in list(self._conns):
+                conn.writer.transport.abort()
+            tasks = [c.task for c in self._conns if c.task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop)
+        self._thread.join(10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "out of system resource" in context.get("message", ""):
+            # asyncio pauses accepting for a second; make room meanwhile.
+            now = time.monotonic()
+            if now - self._last_full_warning > 10:
+                self._last_full_warning = now
+                log.warning("out of file descriptors accepting connections (%s): closing the "
+                            "oldest idle connection; raise LimitNOFILE or lower "
+                            "http.max_connections", context.get("exception"))
+            self._evict_one()
+            return
+        exc = context.get("exception")
+        log.debug("event loop: %s", context.get("message"), exc_info=exc)
+
+    # --- connections -------------------------------------------------------------------------
+
+    def _set_phase(self, conn: _Conn, phase: str) -> None:
+        self._idle.pop(conn, None)
+        self._reading.pop(conn, None)
+        conn.phase = phase
+        conn.since = time.monotonic()
+        if phase == _Conn.IDLE:
+            self._idle[conn] = None
+        elif phase == _Conn.READING:
+            self._reading[conn] = None
+
+    def _evict_one(self) -> bool:
+        """Close the connection idle the longest, else the slowest request; False if none."""
+        for group in (self._idle, self._reading):
+            for conn in group:
+                self._set_phase(conn, _Conn.BUSY)  # out of both groups: never picked twice
+                self._conns.pop(conn, None)  # counted out now; its task ends on the abort
+                conn.writer.transport.abort()
+                self.evicted += 1
+                kind = "idle" if group is self._idle else "slow"
+                log.debug("connection limit: closed the oldest %s connection (%s)", kind,
+                          conn.peer)
+                return True
+        return False
+
+    async def _accepted(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        conn = _Conn(writer, peer[0] if peer else "")
+        limit = self.app.settings.max_connections
+        while len(self._conns) >= limit and self._evict_one():
+            pass
+        if len(self._conns) >= limit:
+            writer.write(self._head(503, error_response(503, "too many connections; retry "
+                         "shortly", {"Retry-After": "1"}), True, False, ()))
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(writer.drain(), 1.0)
+            writer.transport.abort()
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.task = asyncio.current_task()
+        self._conns[conn] = None
+        self._set_phase(conn, _Conn.IDLE)
+        try:
+            await self._serve(conn, reader, writer)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, ssl.SSLError) as e:
+            log.debug("connection from %s ended: %s", conn.peer, e)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("unexpected error on a connection from %s", conn.peer)
+        finally:
+            self._idle.pop(conn, None)
+            self._reading.pop(conn, None)
+            self._conns.pop(conn, None)
+            writer.close()
+
+    async def _serve(self, conn: _Conn, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        settings = self.app.settings
+        web = self.web.current()
+        deadline = self._loop.time() + settings.request_timeout_s
+        tls = web.config.ssl_context is not None
+        if tls and not await self._handshake(conn, writer, web, deadline):
+            return
+        first = True
+        while True:
+            settings = self.app.settings
+            self._set_phase(conn, _Conn.IDLE)
+            wait = (deadline - self._loop.time()) if first else settings.idle_timeout_s
+            try:
+                async with asyncio.timeout(max(wait, 0.001)):
+                    byte = await reader.read(1)
+            except TimeoutError:
+                return  # idle too long: close quietly, as keep-alive servers do
+            if not byte:
+                return
+            if not first:
+                deadline = self._loop.time() + settings.request_timeout_s
+            first = False
+            self._set_phase(conn, _Conn.READING)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    request, keep = await self._read_request(conn, reader, writer, byte)
+            except TimeoutError:
+                await self._error(writer, 408, "the request did not arrive within "
+                                  f"{settings.request_timeout_s:g} s", reader)
+                return
+            except _Reply as r:
+                await self._error(writer, r.status, r.message, reader)
+                return
+            self._set_phase(conn, _Conn.BUSY)
+            response = await self._respond(request, web)
+            data = self._head(response.status, response, not keep,
+                              request.method == "HEAD", web.config.headers)
+            writer.write(data)
+            try:
+                async with asyncio.timeout(settings.request_timeout_s):
+                    await writer.drain()
+            except TimeoutError:
+                return  # a client that does not read its answer
+            if not keep:
+                await self._linger(writer, reader)
+                return
+
+    async def _handshake(self, conn: _Conn, writer: asyncio.StreamWriter, web: WebState,
+                         deadline: float) -> bool:
+        context = web.config.ssl_context
+        assert context is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await writer.start_tls(context)
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
+            log.debug("TLS handshake with %s failed: %s", conn.peer, e)
+            return False
+        tls = web.config.tls
+        if tls is not None and tls.client_allowed_sans is not None:
+            cert = writer.get_extra_info("peercert") or {}
+            sans = {_san(kind, value) for kind, value in cert.get("subjectAltName", ())}
+            if not sans & {_san("", v) for v in tls.client_allowed_sans}:
+                log.debug("client certificate of %s has none of client_allowed_sans", conn.peer)
+                return False
+        return True
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def _read_request(self, conn: _Conn, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter, first: bytes) -> tuple[Request, bool]:
+        line = first if first == b"\n" else first + await self._line(reader, 414, "request line")
+        if line in (b"\r\n", b"\n"):  # RFC 9112 2.2: an empty line before a request is ignored
+            line = await self._line(reader, 414, "request line")
+        words = line.decode("latin-1").split()
+        if len(words) == 2 and words[0] == "GET":
+            raise _Reply(505, "HTTP/0.9 is not supported; send an HTTP/1.1 request")
+        if len(words) != 3:
+            raise _Reply(400, f"bad request line {line[:100].decode('latin-1').strip()!r}")
+        method, target, version = words
+        version_tuple = _version(version)
+        if version_tuple is None:
+            raise _Reply(400, f"bad HTTP version {version[:20]!r}")
+        if version_tuple >= (2, 0) or version_tuple < (1, 0):
+            raise _Reply(505, f"{version[:20]} is not supported; send HTTP/1.1")
+        headers = await self._headers(reader)
+        if method not in METHODS:
+            raise _Reply(501, f"method {method[:20]!r} is not implemented")
+        connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep = "keep-alive" in connection if version_tuple == (1, 0) else "close" not in connection
+        body = b""
+        if method == "POST":
+            body = await self._body(reader, writer, headers, version_tuple)
+        elif "content-length" in headers or "transfer-encoding" in headers:
+            keep = False  # a body nobody reads would be parsed as the next request
+        path, _, query = target.partition("?")
+        request = Request(method, path, query, headers, conn.peer, body)
+        return request, keep
+
+    async def _line(self, reader: asyncio.StreamReader, status: int, what: str) -> bytes:
+        try:
+            return await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise _Reply(status, f"{what} longer than {MAX_LINE} bytes") from None
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("the client closed mid-request") from None
+
+    async def _headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        lengths: list[str] = []
+        total = 0
+        for _ in range(MAX_HEADERS + 1):
+            line = await self._line(reader, 431, "a header line")
+            total += len(line)
+            if total > MAX_HEAD_BYTES:
+                raise _Reply(431, f"headers larger than {MAX_HEAD_BYTES} bytes")
+            if line in (b"\r\n", b"\n"):
+                if lengths:
+                    headers["\0content-length-values"] = "\0".join(lengths)
+                return headers
+            if line[:1] in (b" ", b"\t"):
+                raise _Reply(400, "folded header lines are not accepted")
+            name, sep, value = line.partition(b":")
+            if not sep or not name or not all(c in _TOKEN for c in name):
+                raise _Reply(400, f"bad header line {line[:60].decode('latin-1').strip()!r}")
+            key = name.decode("ascii").lower()
+            text = value.strip(b" \t\r\n").decode("latin-1")
+            if key == "content-length":
+                lengths.append(text)
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        raise _Reply(431, f"more than {MAX_HEADERS} header lines")
+
+    async def _body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    headers: dict[str, str], version: tuple[int, int]) -> bytes:
+        limit = self.app.settings.max_body_bytes
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            raise _Reply(411, "send the body with a Content-Length, not chunked")
+        values = headers.pop("\0content-length-values", None)
+        lengths = {v.strip() for v in values.split("\0")} if values is not None else set()
+        if not lengths:
+            raise _Reply(411, "a Content-Length header is required")
+        if len(lengths) > 1:  # RFC 9112 6.3: conflicting lengths are an error, not a choice
+            raise _Reply(400, "conflicting Content-Length headers")
+        text = lengths.pop()
+        if not (text.isascii() and text.isdigit()):
+            raise _Reply(400, "Content-Length must be a whole number of bytes")
+        if len(text) > 15:
+            raise _Reply(413, f"body is over the limit of {limit} bytes")
+        length = int(text)
+        if length > limit:
+            raise _Reply(413, f"body of {length} bytes is over the limit of {limit} bytes")
+        if version >= (1, 1) and headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            return await reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("the client closed mid-body") from None
+
+    async def _respond(self, request: Request, web: WebState) -> Response:
+        request.headers.pop("\0content-length-values", None)
+        if web.auth is not None:
+            header = request.headers.get("authorization")
+            verdict = web.auth.cached(header)
+            if verdict is None:
+                verdict = await self._loop.run_in_executor(self._bcrypt_pool, web.auth.verify,
+                                                           header)
+            if not verdict:
+                return error_response(401, "this exporter needs a user name and password",
+                                      {"WWW-Authenticate": 'Basic realm="crankshaft-exporter"'})
+        return await self._loop.run_in_executor(self._pool, self.app.handle, request)
+
+    # --- answers -----------------------------------------------------------------------------
+
+    def _head(self, status: int, response: Response, close: bool, head_only: bool,
+              extra: tuple[tuple[str, str], ...]) -> bytes:
+        """Status line, headers and body in one buffer: two small writes would meet the
+        client's delayed ACK and stall each keep-alive request by ~40 ms."""
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        lines = [
+            b"HTTP/1.1 %d %s" % (status, reason.encode()),
+            b"Server: " + SERVER,
+            b"Date: " + self._date(),
+            b"Content-Type: " + response.content_type.encode("latin-1"),
+            b"Content-Length: %d" % len(response.body),
+        ]
+        for name, value in response.headers.items():
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        for name, value in extra:
+            if name not in response.headers:
+                lines.append(f"{name}: {value}".encode("latin-1"))
+        if close:
+            lines.append(b"Connection: close")
+        lines.append(b"")
+        lines.append(b"" if head_only else response.body)
+        return b"\r\n".join(lines)
+
+    async def _error(self, writer: asyncio.StreamWriter, status: int, message: str,
+                     reader: asyncio.StreamReader) -> None:
+        response = error_response(status, message)
+        writer.write(self._head(status, response, True, False,
+                                self.web.current().config.headers))
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(LINGER_S):
+                await writer.drain()
+        await self._linger(writer, reader)
+
+    async def _linger(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+        """Half-close, then read and drop what the client still sends for a moment: closing
+        with unread input makes the kernel send a reset, which can destroy the answer
+        before the client reads it."""
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof():
+                writer.write_eof()
+        drained = 0
+        with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+            async with asyncio.timeout(LINGER_S):
+                while drained < LINGER_BYTES:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+
+
+def _version(text: str) -> tuple[int, int] | None:
+    if not text.startswith("HTTP/"):
+        return None
+    parts = text[5:].split(".")
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def _san(kind: str, value: str) -> str:
+    """A SAN as exporter-toolkit compares it (IP addresses in their canonical form)."""
+    value = value.strip()
+    if kind in ("IP Address", ""):
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(value))
+    return value
+

@@ -562,15 +562,3 @@ def test_stalled_clients_do_not_starve_others(svc: RunningDaemon) -> None:
     finally:
         for s in stalled:
             s.close()
-
-
-def test_over_the_connection_cap_is_503_json_then_recovers(svc: RunningDaemon) -> None:
-    held = open_stalled(svc, 64)
-    try:
-        r = raw_request(svc, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert_json_error(r, 503)
-        assert r.headers.get("retry-after") == "1"
-    finally:
-        for s in held:
-            s.close()
-    poll(lambda: svc.request("/healthz").status, lambda s: s == 200, "the slots to free")
