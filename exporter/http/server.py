@@ -51,6 +51,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 HANDLER_THREADS = 4
 LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
 LINGER_BYTES = 1 << 20
+WATCH_INTERVAL_S = 1.0
 SERVER = f"crankshaft-exporter/{__version__}".encode()
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # fmt: skip
@@ -166,6 +167,7 @@ class ExporterServer:
         async def serve() -> None:
             self._server = await asyncio.start_server(
                 self._accepted, sock=self.socket, limit=MAX_LINE + 2, backlog=self.backlog)
+            self._loop.call_soon(self._watch)
             ready.set()
 
         try:
@@ -175,6 +177,15 @@ class ExporterServer:
         self._loop.run_forever()
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
+
+    def _watch(self) -> None:
+        """Look at the web-config files now and then even with no client connecting, so
+        that a bad change is logged (and counted) when it is made, not at the next scrape."""
+        try:
+            self.web.current()
+        except Exception:
+            log.exception("checking the web config files failed")
+        self._loop.call_later(WATCH_INTERVAL_S, self._watch)
 
     def stop(self) -> None:
         if self._thread is None:

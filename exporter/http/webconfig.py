@@ -177,7 +177,8 @@ def parse_web_config(text: str, source: str, base_dir: Path) -> WebConfig:
         raise ConfigError(w.problems)
     top = w.mapping(root, "", TOP_KEYS)
     tls_fields = top.section("tls_server_config", TLS_KEYS)
-    tls = _tls(w, tls_fields, base_dir)
+    tls_key = top.entries.get("tls_server_config", (None, None))[0]
+    tls = _tls(w, tls_fields, base_dir, tls_key)
     headers = _headers(w, top.section("http_server_config", HTTP_KEYS))
     users = _users(w, top.section("basic_auth_users", None))
     if w.problems:
@@ -228,7 +229,7 @@ def _choice(w: Walker, f: Fields, key: str, options: dict, default: str, noun: s
     return value
 
 
-def _tls(w: Walker, f: Fields, base_dir: Path) -> TlsSettings | None:
+def _tls(w: Walker, f: Fields, base_dir: Path, anchor: Node | None) -> TlsSettings | None:
     def path(key: str) -> str:
         text = _text(w, f, key)
         return str(base_dir / text) if text and not os.path.isabs(text) else text
@@ -266,7 +267,7 @@ def _tls(w: Walker, f: Fields, base_dir: Path) -> TlsSettings | None:
     if not enabled:
         return None
     auth = s.client_auth_type or "NoClientCert"
-    where = f.node if f.node is not None else None
+    where = anchor  # a missing key is reported where tls_server_config starts
     if not (s.cert_file or s.cert):
         w.report(where, f.key_path("cert_file"), "missing one of cert or cert_file")
     if not (s.key_file or s.key):
