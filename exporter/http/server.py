@@ -140,6 +140,7 @@ class ExporterServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._date = _Date()
+        self._cached_408: tuple[object, bytes] = (None, b"")
         self._last_full_warning = 0.0
         self.evicted = 0  # connections closed to make room (for tests and the log)
 
@@ -311,8 +312,10 @@ class ExporterServer:
                 async with asyncio.timeout_at(deadline):
                     request, keep = await self._read_request(conn, reader, writer, byte)
             except TimeoutError:
-                await self._error(writer, 408, "the request did not arrive within "
-                                  f"{settings.request_timeout_s:g} s", reader)
+                # Cheap on purpose: a slowloris crowd started together times out together.
+                # One prepared write and a close (the bytes it sent were all read, so the
+                # close is a FIN, not a reset); no lingering.
+                writer.write(self._timeout_answer(settings.request_timeout_s, web))
                 return
             except _Reply as r:
                 await self._error(writer, r.status, r.message, reader)
@@ -481,6 +484,14 @@ class ExporterServer:
         lines.append(b"")
         lines.append(b"" if head_only else response.body)
         return b"\r\n".join(lines)
+
+    def _timeout_answer(self, timeout_s: float, web: WebState) -> bytes:
+        key = (timeout_s, web.config.headers, self._date())
+        if self._cached_408[0] != key:
+            message = f"the request did not arrive within {timeout_s:g} s"
+            self._cached_408 = (key, self._head(408, error_response(408, message), True, False,
+                                                web.config.headers))
+        return self._cached_408[1]
 
     async def _error(self, writer: asyncio.StreamWriter, status: int, message: str,
                      reader: asyncio.StreamReader) -> None:
