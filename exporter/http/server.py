@@ -325,11 +325,12 @@ class ExporterServer:
             data = self._head(response.status, response, not keep,
                               request.method == "HEAD", web.config.headers)
             writer.write(data)
-            try:
-                async with asyncio.timeout(settings.request_timeout_s):
-                    await writer.drain()
-            except TimeoutError:
-                return  # a client that does not read its answer
+            if writer.transport.get_write_buffer_size() > 0:  # the kernel did not take it all
+                try:
+                    async with asyncio.timeout(settings.request_timeout_s):
+                        await writer.drain()
+                except TimeoutError:
+                    return  # a client that does not read its answer
             if not keep:
                 await self._linger(writer, reader)
                 return
