@@ -571,6 +571,7 @@ def test_arbitrary_text_never_raises_anything_else(text: str) -> None:
 KEYS = sorted(set(TOP_KEYS) | set(ALERT_KEYS) | {
     "max_samples", "kind", "value", "port", "window", "max_endpoints", "buckets",
     "max_extensions", "max_body_bytes", "request_timeout", "ingest_allow", "ingest_token_file",
+    "idle_timeout", "max_connections", "web_config_file",
     "level", "format", "webhooks", "alertmanager", "url", "timeout", "max_retries",
     "retry_window", "resend_interval", "headers",
 })  # fmt: skip

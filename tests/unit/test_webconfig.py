@@ -161,6 +161,21 @@ def test_exporter_config_key_reports_the_web_files_problems(tmp_path: Path) -> N
                                 "directory"]
 
 
+def test_http_connection_keys() -> None:
+    c = parse_config("http:\n  idle_timeout: 2m\n  max_connections: 5000\n"
+                     "  request_timeout: 3s\n")
+    assert (c.http.idle_timeout, c.http.max_connections, c.http.request_timeout) == (
+        120.0, 5000, 3.0)
+    assert c.http.ingest_allow_listed is False and c.http.web_config is None
+    assert parse_config("http:\n  ingest_allow: []\n").http.ingest_allow_listed is True
+    for text, message in (("http:\n  idle_timeout: 0s\n", "http.idle_timeout: must be above"),
+                          ("http:\n  max_connections: 0\n", "http.max_connections: must be "
+                                                              "between 1 and")):
+        with pytest.raises(ConfigError) as e:
+            parse_config(text, "x.yaml")
+        assert e.value.problems[0].startswith(f"x.yaml:2: {message}"), e.value.problems
+
+
 # --- basic auth ------------------------------------------------------------------------------
 
 
