@@ -15,7 +15,7 @@ buffers and a suspended coroutine, and the limits are about time, not threads:
 - handlers (``App.handle`` renders in ~1 ms, a big ingest batch in tens) run on a small
   thread pool, and bcrypt on one thread of its own, so neither stalls the loop;
 - running out of file descriptors on accept makes asyncio pause accepting for a second (no
-  busy loop); the server then also closes its oldest idle connection to make room.
+  busy loop); the server then also closes up to 32 of its oldest idle connections.
 
 What the request parser keeps from the server before: strict Content-Length framing (no
 chunked uploads, conflicting lengths refused), 411/413/414/431/501/505 answers, keep-alive,
@@ -52,6 +52,8 @@ HANDLER_THREADS = 4
 LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
 LINGER_BYTES = 1 << 20
 WATCH_INTERVAL_S = 1.0
+ACCEPT_BATCH = 32
+EMFILE_EVICTIONS = 32
 SERVER = f"crankshaft-exporter/{__version__}".encode()
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # fmt: skip
@@ -69,10 +71,12 @@ class _Reply(Exception):
 class _Conn:
     """One client connection and the state eviction looks at."""
 
-    __slots__ = ("peer", "phase", "since", "task", "writer")
+    __slots__ = ("peer", "phase", "reader", "since", "task", "writer")
     IDLE, READING, BUSY = "idle", "reading", "busy"
 
-    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: str) -> None:
+        self.reader = reader
         self.writer = writer
         self.peer = peer
         self.phase = _Conn.IDLE
@@ -166,8 +170,12 @@ class ExporterServer:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
+            # asyncio accepts up to ``backlog`` connections per wake-up before it serves
+            # anything else: a small batch keeps a connection flood from starving the
+            # requests already in; the kernel's queue stays long (listen() again).
             self._server = await asyncio.start_server(
-                self._accepted, sock=self.socket, limit=MAX_LINE + 2, backlog=self.backlog)
+                self._accepted, sock=self.socket, limit=MAX_LINE + 2, backlog=ACCEPT_BATCH)
+            self.socket.listen(self.backlog)
             self._loop.call_soon(self._watch)
             ready.set()
 
@@ -216,9 +224,11 @@ class ExporterServer:
             if now - self._last_full_warning > 10:
                 self._last_full_warning = now
                 log.warning("out of file descriptors accepting connections (%s): closing the "
-                            "oldest idle connection; raise LimitNOFILE or lower "
+                            "oldest idle connections; raise LimitNOFILE or lower "
                             "http.max_connections", context.get("exception"))
-            self._evict_one()
+            for _ in range(EMFILE_EVICTIONS):  # as nginx drains its reusable connections
+                if not self._evict_one():
+                    break
             return
         exc = context.get("exception")
         log.debug("event loop: %s", context.get("message"), exc_info=exc)
@@ -239,6 +249,8 @@ class ExporterServer:
         """Close the connection idle the longest, else the slowest request; False if none."""
         for group in (self._idle, self._reading):
             for conn in group:
+                if group is self._idle and _has_input(conn.reader):
+                    continue  # its request has arrived, the loop just has not read it yet
                 self._set_phase(conn, _Conn.BUSY)  # out of both groups: never picked twice
                 self._conns.pop(conn, None)  # counted out now; its task ends on the abort
                 conn.writer.transport.abort()
@@ -252,7 +264,7 @@ class ExporterServer:
     async def _accepted(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        conn = _Conn(writer, peer[0] if peer else "")
+        conn = _Conn(reader, writer, peer[0] if peer else "")
         limit = self.app.settings.max_connections
         while len(self._conns) >= limit and self._evict_one():
             pass
@@ -263,10 +275,7 @@ class ExporterServer:
                 await asyncio.wait_for(writer.drain(), 1.0)
             writer.transport.abort()
             return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # asyncio's TCP transports already set TCP_NODELAY: answers go out in one segment.
         conn.task = asyncio.current_task()
         self._conns[conn] = None
         self._set_phase(conn, _Conn.IDLE)
@@ -358,6 +367,8 @@ class ExporterServer:
 
     async def _read_request(self, conn: _Conn, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, first: bytes) -> tuple[Request, bool]:
+        if first == b"\x16":  # a TLS ClientHello record: say so now, not at the deadline
+            raise _Reply(400, "this port serves plain HTTP, not TLS")
         line = first if first == b"\n" else first + await self._line(reader, 414, "request line")
         if line in (b"\r\n", b"\n"):  # RFC 9112 2.2: an empty line before a request is ignored
             line = await self._line(reader, 414, "request line")
@@ -519,6 +530,12 @@ class ExporterServer:
                     if not chunk:
                         break
                     drained += len(chunk)
+
+
+def _has_input(reader: asyncio.StreamReader) -> bool:
+    """Bytes (or the end) are waiting in the reader (CPython's StreamReader keeps them in
+    ``_buffer``; without it every idle connection counts as idle)."""
+    return bool(getattr(reader, "_buffer", b"")) or reader.at_eof()
 
 
 def _version(text: str) -> tuple[int, int] | None:

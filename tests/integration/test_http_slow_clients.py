@@ -9,7 +9,10 @@ not because the machine was slow.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import socket
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -199,3 +202,34 @@ def test_expect_100_continue_is_honoured(daemon: RunningDaemon) -> None:
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         s.sendall(body)
         assert read_response(s)[0] == 200
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_is_survived_without_spinning(daemon: RunningDaemon) -> None:
+    # The limit is lowered under the running daemon, below what max_connections assumed.
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (100, 100))
+    held = []
+    try:
+        for _ in range(200):  # the kernel queues what the daemon cannot accept
+            held.append(socket.create_connection((daemon.host, daemon.port), timeout=10))
+        wait_for(lambda: "out of file descriptors" in daemon.log(), "the EMFILE warning")
+        before = _cpu_seconds(daemon.pid)
+        threading.Event().wait(3)  # a window to see whether the accept loop spins
+        spent = _cpu_seconds(daemon.pid) - before
+        assert spent < 1.5, f"{spent:.2f} s of CPU in 3 s: the accept loop is spinning"
+        wait_for(lambda: _scrape_ok(daemon), "a scrape while out of descriptors")
+        assert daemon.log().count("out of file descriptors") == 1  # said once, not per try
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_tls_client_on_the_plain_port_is_told_at_once(daemon: RunningDaemon) -> None:
+    with socket.create_connection((daemon.host, daemon.port), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        status, _, body = read_response(s)
+    assert status == 400 and "not TLS" in json.loads(body)["error"]
