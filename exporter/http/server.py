@@ -319,7 +319,8 @@ class ExporterServer:
             self._set_phase(conn, _Conn.READING)
             try:
                 async with asyncio.timeout_at(deadline):
-                    request, keep = await self._read_request(conn, reader, writer, byte)
+                    request, keep, http10 = await self._read_request(conn, reader, writer,
+                                                                     byte)
             except TimeoutError:
                 # Cheap on purpose: a slowloris crowd started together times out together.
                 # One prepared write and a close (the bytes it sent were all read, so the
@@ -331,6 +332,8 @@ class ExporterServer:
                 return
             self._set_phase(conn, _Conn.BUSY)
             response = await self._respond(request, web)
+            if keep and http10:  # an HTTP/1.0 client keeps the connection only if told so
+                response.headers["Connection"] = "keep-alive"
             data = self._head(response.status, response, not keep,
                               request.method == "HEAD", web.config.headers)
             writer.write(data)
@@ -383,19 +386,19 @@ class ExporterServer:
             raise _Reply(400, f"bad HTTP version {version[:20]!r}")
         if version_tuple >= (2, 0) or version_tuple < (1, 0):
             raise _Reply(505, f"{version[:20]} is not supported; send HTTP/1.1")
-        headers = await self._headers(reader)
+        headers, lengths = await self._headers(reader)
         if method not in METHODS:
             raise _Reply(501, f"method {method[:20]!r} is not implemented")
         connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
         keep = "keep-alive" in connection if version_tuple == (1, 0) else "close" not in connection
         body = b""
         if method == "POST":
-            body = await self._body(reader, writer, headers, version_tuple)
+            body = await self._body(reader, writer, headers, lengths, version_tuple)
         elif "content-length" in headers or "transfer-encoding" in headers:
             keep = False  # a body nobody reads would be parsed as the next request
         path, _, query = target.partition("?")
         request = Request(method, path, query, headers, conn.peer, body)
-        return request, keep
+        return request, keep, version_tuple == (1, 0)
 
     async def _line(self, reader: asyncio.StreamReader, status: int, what: str) -> bytes:
         try:
@@ -405,7 +408,9 @@ class ExporterServer:
         except asyncio.IncompleteReadError:
             raise ConnectionResetError("the client closed mid-request") from None
 
-    async def _headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
+    async def _headers(self, reader: asyncio.StreamReader) -> tuple[dict[str, str], list[str]]:
+        """Header names lower-cased, repeated ones joined with ", "; and every
+        Content-Length value apart, since two that differ must be refused, not joined."""
         headers: dict[str, str] = {}
         lengths: list[str] = []
         total = 0
@@ -415,9 +420,7 @@ class ExporterServer:
             if total > MAX_HEAD_BYTES:
                 raise _Reply(431, f"headers larger than {MAX_HEAD_BYTES} bytes")
             if line in (b"\r\n", b"\n"):
-                if lengths:
-                    headers["\0content-length-values"] = "\0".join(lengths)
-                return headers
+                return headers, lengths
             if line[:1] in (b" ", b"\t"):
                 raise _Reply(400, "folded header lines are not accepted")
             name, sep, value = line.partition(b":")
@@ -431,12 +434,12 @@ class ExporterServer:
         raise _Reply(431, f"more than {MAX_HEADERS} header lines")
 
     async def _body(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    headers: dict[str, str], version: tuple[int, int]) -> bytes:
+                    headers: dict[str, str], values: list[str],
+                    version: tuple[int, int]) -> bytes:
         limit = self.app.settings.max_body_bytes
         if "chunked" in headers.get("transfer-encoding", "").lower():
             raise _Reply(411, "send the body with a Content-Length, not chunked")
-        values = headers.pop("\0content-length-values", None)
-        lengths = {v.strip() for v in values.split("\0")} if values is not None else set()
+        lengths = {v.strip() for v in values}
         if not lengths:
             raise _Reply(411, "a Content-Length header is required")
         if len(lengths) > 1:  # RFC 9112 6.3: conflicting lengths are an error, not a choice
@@ -457,7 +460,6 @@ class ExporterServer:
             raise ConnectionResetError("the client closed mid-body") from None
 
     async def _respond(self, request: Request, web: WebState) -> Response:
-        request.headers.pop("\0content-length-values", None)
         if web.auth is not None:
             header = request.headers.get("authorization")
             verdict = web.auth.cached(header)

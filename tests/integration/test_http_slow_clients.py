@@ -233,3 +233,14 @@ def test_a_tls_client_on_the_plain_port_is_told_at_once(daemon: RunningDaemon) -
         s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
         status, _, body = read_response(s)
     assert status == 400 and "not TLS" in json.loads(body)["error"]
+
+
+def test_http_10_keep_alive_only_when_asked(daemon: RunningDaemon) -> None:
+    with socket.create_connection((daemon.host, daemon.port), timeout=10) as s:
+        s.sendall(b"GET /metrics/alerts HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, _ = read_response(s)
+        assert (status, headers["connection"]) == (200, "keep-alive")
+        s.sendall(b"GET /metrics/alerts HTTP/1.0\r\n\r\n")
+        status, headers, _ = read_response(s)
+        assert (status, headers["connection"]) == (200, "close")
+        assert closed_by_server(s)
