@@ -23,9 +23,9 @@ from exporter.logs import setup_logging
 from exporter.notifiers import build_notifiers
 from exporter.sdnotify import SystemdNotifier
 from exporter.snapshot import StatusFamily
+from exporter.sources import registry
 from exporter.sources.base import Source
-from exporter.sources.connections import ConnectionSource
-from exporter.sources.process import ProcessSource
+from exporter.sources.registry import SourceContext
 
 log = logging.getLogger("exporter.daemon")
 
@@ -59,12 +59,21 @@ def read_config(path: str | None, overrides: Overrides) -> Config:
 
 
 def build_sources(config: Config) -> list[Source]:
+    """Every enabled registered source that has something to read, in registration order;
+    one that cannot start is logged and left out (its series stay absent)."""
     sources: list[Source] = []
-    finder = config.target.finder()
-    if finder is not None:
-        sources.append(ProcessSource(finder))
-    if config.connections.port is not None:
-        sources.append(ConnectionSource(config.connections.port))
+    for source_type in registry.source_types():
+        wanted = config.sources.get(source_type.name)
+        if wanted is None or not wanted.enabled:
+            continue
+        try:
+            source = source_type.build(SourceContext(config.target, dict(wanted.options)))
+        except Exception as e:  # a broken optional source must not keep the daemon down
+            log.warning("source %s cannot start, its series stay absent: %s",
+                        source_type.name, e)
+            continue
+        if source is not None:
+            sources.append(source)
     return sources
 
 
@@ -98,14 +107,10 @@ class Daemon:
         )
         c = self.config
         self.endpoint = MetricsEndpoint(
-            capacity=c.history.max_samples,
             interval_ms=c.interval_ms,
             rules=c.alerts,
             sources=build_sources(c),
-            latency_window=c.latency.window,
-            max_endpoints=c.latency.max_endpoints,
-            max_extensions=c.extensions.max_extensions,
-            buckets_seconds=c.latency.buckets,
+            settings=c.store_settings(),
         )
         self.app = App(self.endpoint, http_settings(c))
         try:
@@ -218,14 +223,9 @@ class Daemon:
             log.warning("listen address change (%s -> %s) needs a restart", old.listen, new.listen)
         if new.latency.buckets != old.latency.buckets:
             log.warning("histogram bucket changes need a restart; keeping the current buckets")
-        if (new.target, new.connections) != (old.target, old.connections):
+        if (new.target, new.sources) != (old.target, old.sources):
             ep.set_sources(build_sources(new))
-        ep.reconfigure_storage(
-            new.history.max_samples,
-            new.latency.window,
-            new.latency.max_endpoints,
-            new.extensions.max_extensions,
-        )
+        ep.reconfigure_storage(new.store_settings())
         ep.set_alert_rules(new.alerts)
         if new.interval_ms != old.interval_ms:
             ep.set_collection_interval(new.interval_ms)

@@ -227,15 +227,19 @@ class App:
             batch = parse_batch(decode_json(request.body))
         except BatchError as e:
             raise HttpError(400, str(e)) from None
-        dropped = self.endpoint.record_batch(batch)
+        outcome = self.endpoint.record_batch(batch)
         return json_response(
             {
                 "accepted": {
-                    "gauges": len(batch.gauges),
-                    "extensions": len(batch.extensions),
-                    "latency_observations": batch.observation_count - dropped,
+                    "gauges": outcome.gauges,
+                    "extensions": outcome.extensions,
+                    "latency_observations": outcome.observations,
                 },
-                "dropped_latency_observations": dropped,
+                "dropped": {
+                    "extensions": outcome.extensions_dropped,
+                    "latency_observations": outcome.observations_dropped,
+                },
+                "dropped_latency_observations": outcome.observations_dropped,  # earlier name
             }
         )
 
