@@ -63,7 +63,7 @@ def build_sources(config: Config) -> list[Source]:
     one that cannot start is logged and left out (its series stay absent)."""
     sources: list[Source] = []
     for source_type in registry.source_types():
-        wanted = config.sources.get(source_type.name)
+        wanted = config.source(source_type.name)
         if wanted is None or not wanted.enabled:
             continue
         try:

@@ -66,14 +66,17 @@ def csv_series(store: MetricStore) -> list[SeriesSpec]:
 def metrics_document(
     store: MetricStore,
     meta: Meta,
-    current: dict[str, float],
     last_n: int | None = None,
     with_samples: bool = True,
+    current: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The seed's ``GET /metrics`` document: every series over its newest ``last_n`` samples.
 
-    ``with_samples=False`` leaves the sample arrays out, for the incremental JSON renderer.
+    ``with_samples=False`` leaves the sample arrays out, for the incremental JSON renderer;
+    ``current`` is what is known now (default: the store's).
     """
+    if current is None:
+        current = store.current
     doc: dict[str, Any] = {
         "timestamp": int(meta.timestamp_ms),
         "uptime_ms": int(meta.uptime_ms),
@@ -94,9 +97,14 @@ def metrics_document(
 
 
 def summary_document(
-    store: MetricStore, meta: Meta, current: dict[str, float], active: Iterable[ActiveAlert]
+    store: MetricStore,
+    meta: Meta,
+    active: Iterable[ActiveAlert],
+    current: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The seed's ``GET /metrics/summary``: latest values, last-hour stats, active alerts."""
+    if current is None:
+        current = store.current
     since = meta.timestamp_ms - HOUR_MS
     memory_hour = stats_of(store.series["memory_usage"].values_since(since))
     cpu_hour = stats_of(store.series["cpu_usage"].values_since(since))

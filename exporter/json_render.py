@@ -77,10 +77,10 @@ class MetricsJsonRenderer:
         self,
         store: MetricStore,
         meta: Meta,
-        current: dict[str, float],
         last_n: int | None = None,
+        current: dict[str, float] | None = None,
     ) -> bytes:
-        doc: dict[str, Any] = metrics_document(store, meta, current, last_n, with_samples=False)
+        doc: dict[str, Any] = metrics_document(store, meta, last_n, False, current)
         by_json_key = {spec.json_key: spec for spec in json_series(store)}
         live = set()
         parts = []

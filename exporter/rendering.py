@@ -67,21 +67,23 @@ class Renderer:
         rec = self._recorder
         with rec.lock:
             meta = self.meta()
-            return metrics_document(rec.store, meta, rec.current(meta.timestamp_ms), last_n)
+            return metrics_document(
+                rec.store, meta, last_n, current=rec.current(meta.timestamp_ms)
+            )
 
     def metrics_json(self, last_n: int | None) -> bytes:
         """The ``/metrics`` document as JSON text, from incrementally cached sample text."""
         rec = self._recorder
         with rec.lock:
             meta = self.meta()
-            return self._json.render(rec.store, meta, rec.current(meta.timestamp_ms), last_n)
+            return self._json.render(rec.store, meta, last_n, rec.current(meta.timestamp_ms))
 
     def summary(self) -> dict[str, Any]:
         rec = self._recorder
         with rec.lock:
             meta = self.meta()
             current = rec.current(meta.timestamp_ms)
-            return summary_document(rec.store, meta, current, rec.evaluator.active())
+            return summary_document(rec.store, meta, rec.evaluator.active(), current)
 
     def alerts(self) -> list[dict[str, Any]]:
         with self._recorder.lock:

@@ -45,11 +45,27 @@ class StoreSettings:
     extensions_evict_after_s: float = EXTENSION_EVICT_AFTER_S
 
 
+def seed_catalog() -> tuple[SeriesSpec, ...]:
+    """The series every store keeps: the seed's five (memory, CPU, connections, latency)."""
+    from exporter.sources.registry import catalog  # the registry imports the sources
+
+    return catalog(())
+
+
 class MetricStore:
     def __init__(
-        self, catalog: Iterable[SeriesSpec], settings: StoreSettings | None = None
+        self,
+        catalog: Iterable[SeriesSpec] | None = None,
+        settings: StoreSettings | None = None,
+        *,
+        capacity: int | None = None,
     ) -> None:
+        """``catalog`` defaults to the seed's series; ``capacity`` overrides the settings'."""
         settings = settings or StoreSettings()
+        if capacity is not None:
+            settings = replace(settings, capacity=capacity)
+        if catalog is None:
+            catalog = seed_catalog()
         self.settings = settings
         self.catalog: tuple[SeriesSpec, ...] = tuple(catalog)
         self.specs = {spec.key: spec for spec in self.catalog}
@@ -89,6 +105,10 @@ class MetricStore:
             for spec in self.catalog
         }
         self.current = {k: v for k, v in self.current.items() if k in self.specs}
+
+    def resize(self, capacity: int) -> None:
+        """Change every series' capacity, keeping the newest samples that still fit."""
+        self.reconfigure(replace(self.settings, capacity=capacity))
 
     def reconfigure(self, settings: StoreSettings) -> None:
         """New limits, keeping what is recorded (the newest samples that still fit)."""

@@ -135,6 +135,8 @@ class AlertEvaluator:
                 continue
             inst = self._instances.get(key)
             if inst is None:
+                if not _above_any(rule, value):  # quiet and no state: nothing to keep
+                    continue
                 inst = self._instances[key] = _Instance(rule)
             inst.rule = rule
             inst.value = value
@@ -205,6 +207,15 @@ class AlertEvaluator:
             timestamp_ms=now,
             labels=labels_for(*key),
         )
+
+
+def _above_any(rule: AlertRule, value: float) -> bool:
+    """Whether a level's condition holds for a value with no state (no hysteresis yet)."""
+    for level in LEVELS:
+        threshold = rule.threshold(level)
+        if threshold is not None and value > threshold:
+            return True
+    return False
 
 
 def _step(state: _Level, rule: AlertRule, level: str, value: float, now_ms: float) -> bool:

@@ -188,7 +188,7 @@ def _target_value(value: object) -> str | int:
     return value
 
 
-def _sources(top: Fields) -> dict[str, SourceConfig]:
+def _sources(top: Fields) -> tuple[tuple[str, SourceConfig], ...]:
     """Each registered source's section: ``enabled`` and the options it declares."""
     out = {}
     for t in registry.source_types():
@@ -199,7 +199,7 @@ def _sources(top: Fields) -> dict[str, SourceConfig]:
         enabled = f.get("enabled", checks.boolean, t.default_enabled)
         options = tuple((o.key, f.get(o.key, o.check, o.default)) for o in t.options)
         out[t.name] = SourceConfig(enabled, options)
-    return out
+    return tuple(out.items())
 
 
 def _extensions(f: Fields) -> ExtensionsConfig:

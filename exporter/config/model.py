@@ -11,7 +11,6 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
-
 from typing import Any
 
 from exporter.alerts.rules import DEFAULT_RULES, AlertRule
@@ -135,11 +134,11 @@ class SourceConfig:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-def default_sources() -> dict[str, SourceConfig]:
-    return {
-        t.name: SourceConfig(t.default_enabled, tuple(t.defaults().items()))
+def default_sources() -> tuple[tuple[str, SourceConfig], ...]:
+    return tuple(
+        (t.name, SourceConfig(t.default_enabled, tuple(t.defaults().items())))
         for t in registry.source_types()
-    }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +202,7 @@ class Config:
     interval: float = DEFAULT_INTERVAL_MS / 1000  # seconds
     history: HistoryConfig = field(default_factory=HistoryConfig)
     target: TargetSpec = field(default_factory=TargetSpec)
-    sources: dict[str, SourceConfig] = field(default_factory=default_sources)
+    sources: tuple[tuple[str, SourceConfig], ...] = field(default_factory=default_sources)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     extensions: ExtensionsConfig = field(default_factory=ExtensionsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -226,8 +225,12 @@ class Config:
         """The connections source's section (kept under its own top-level key)."""
         return ConnectionsConfig(port=self.source_options("connections").get("port"))
 
+    def source(self, name: str) -> SourceConfig | None:
+        """A registered source's section (None for a source registered after loading)."""
+        return dict(self.sources).get(name)
+
     def source_options(self, name: str) -> dict[str, Any]:
-        found = self.sources.get(name)
+        found = self.source(name)
         return {} if found is None else dict(found.options)
 
     def store_settings(self) -> StoreSettings:

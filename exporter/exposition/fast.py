@@ -39,13 +39,17 @@ _OM_ONLY_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 
 def escape_value(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+def _label_text(items: tuple[tuple[str, str], ...]) -> str:
+    return "{" + ",".join(f'{k}="{escape_value(v)}"' for k, v in sorted(items)) + "}"
+
+
 def label_text(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{escape_value(v)}"' for k, v in sorted(labels.items())) + "}"
+    return _label_text(tuple(labels.items())) if labels else ""
 
 
 def header(name: str, typ: str, doc: str, unit: str, openmetrics: bool) -> str:
@@ -61,26 +65,59 @@ def header(name: str, typ: str, doc: str, unit: str, openmetrics: bool) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {_TEXT_TYPES.get(typ, typ)}\n"
 
 
+class _TextCache:
+    """Headers and label blocks seen before (they repeat at every scrape), bounded."""
+
+    LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self.headers: dict[tuple[str, str, str, str, bool], str] = {}
+        self.labels: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def header(self, metric: Metric, openmetrics: bool) -> str:
+        key = (metric.name, metric.type, metric.documentation, metric.unit, openmetrics)
+        text = self.headers.get(key)
+        if text is None:
+            if len(self.headers) > self.LIMIT:
+                self.headers.clear()
+            text = self.headers[key] = header(*key)
+        return text
+
+    def label_text(self, labels: dict[str, str]) -> str:
+        if not labels:
+            return ""
+        key = tuple(labels.items())
+        text = self.labels.get(key)
+        if text is None:
+            if len(self.labels) > self.LIMIT:
+                self.labels.clear()
+            text = self.labels[key] = _label_text(key)
+        return text
+
+
 def _is_simple(metric: Metric) -> bool:
     if metric.type not in _SIMPLE_TYPES:
         return False
     for s in metric.samples:
         if s.timestamp is not None or s.exemplar is not None or s.native_histogram is not None:
             return False
-        if any(s.name == metric.name + suffix for suffix in _OM_ONLY_SUFFIXES):
+        if s.name.endswith(_OM_ONLY_SUFFIXES) and s.name != metric.name:
             return False
     return True
 
 
-def format_metric(metric: Metric, openmetrics: bool) -> str:
+def format_metric(metric: Metric, openmetrics: bool, cache: _TextCache | None = None) -> str:
     """One family's text; unusual shapes go through the library encoder itself."""
     if not _is_simple(metric):
         encoder = openmetrics_encoder if openmetrics else text_encoder
         text = encoder(_Families([metric])).decode()
         return text.removesuffix("# EOF\n") if openmetrics else text
-    lines = [header(metric.name, metric.type, metric.documentation, metric.unit, openmetrics)]
-    for s in metric.samples:
-        lines.append(f"{s.name}{label_text(s.labels)} {floatToGoString(s.value)}\n")
+    cache = cache or _TextCache()
+    labels = cache.label_text
+    lines = [cache.header(metric, openmetrics)]
+    lines.extend(
+        f"{s.name}{labels(s.labels)} {floatToGoString(s.value)}\n" for s in metric.samples
+    )
     return "".join(lines)
 
 
@@ -129,16 +166,18 @@ class FastRenderer:
     def __init__(self) -> None:
         self._blocks: dict[tuple[str, tuple[float, ...]], _HistogramBlock] = {}
         self._lock = threading.Lock()
+        self._text = _TextCache()  # only grows by whole entries: safe to share
 
     def render(
         self, snap: ExpositionSnapshot, openmetrics: bool, extra: Iterable[Metric] = ()
     ) -> bytes:
         """The snapshot's families, then ``extra`` ones (the exporter's process_*)."""
-        parts = [format_metric(m, openmetrics) for m in series_families(snap)]
+        text = self._text
+        parts = [format_metric(m, openmetrics, text) for m in series_families(snap)]
         parts.append(header(HISTOGRAM, "histogram", HISTOGRAM_HELP, "seconds", openmetrics))
         parts.extend(self._histograms(snap))
-        parts.extend(format_metric(m, openmetrics) for m in other_families(snap))
-        parts.extend(format_metric(m, openmetrics) for m in extra)
+        parts.extend(format_metric(m, openmetrics, text) for m in other_families(snap))
+        parts.extend(format_metric(m, openmetrics, text) for m in extra)
         if openmetrics:
             parts.append("# EOF\n")
         return "".join(parts).encode()

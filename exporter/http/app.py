@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,7 +22,9 @@ from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
+from exporter.http.openapi import render_openapi
 from exporter.ingest import BatchError, decode_json, parse_batch
+from exporter.sources import registry
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class App:
         self.endpoint = endpoint
         self.settings = settings or HttpSettings()
         self._monotonic = monotonic
-        self._openapi: bytes | None = None
+        self._openapi: tuple[object, bytes] | None = None  # (catalog, text)
         # Concurrent scrapes share one render per format (see coalesce.py).
         self._render = {
             om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
@@ -214,9 +215,10 @@ class App:
         return json_response(doc, 200 if healthy else 503)
 
     def openapi(self, request: Request) -> Response:
-        if self._openapi is None:
-            self._openapi = resources.files("exporter.http").joinpath("openapi.yaml").read_bytes()
-        return Response(200, self._openapi, "application/yaml")
+        catalog = self.endpoint.store.catalog
+        if self._openapi is None or self._openapi[0] is not catalog:  # sources changed
+            self._openapi = (catalog, render_openapi(catalog, registry.all_series()))
+        return Response(200, self._openapi[1], "application/yaml")
 
     def record(self, request: Request) -> Response:
         self._authorize_write(request)

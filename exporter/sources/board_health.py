@@ -126,13 +126,19 @@ class BoardHealthSource(Source):
         self._temp = find_thermal_zone(self.root, zone)
         self._throttled = self.root / GET_THROTTLED
         self._use_psutil = self._temp is None and zone == "auto"
+        self._said = False
+
+    def _say_what_is_here(self, out: Mapping[str, float]) -> None:
+        """Once, at the first reading: what this board offers (so absent series are explained)."""
+        self._said = True
         found = [
-            f"temperature from {self._temp}" if self._temp is not None else None,
-            "throttling flags" if self._throttled.exists() else None,
+            f"temperature from {self._temp or 'psutil'}" if "cpu_temperature" in out else None,
+            "throttling flags" if "board_throttled" in out else None,
         ]
         log.info(
             "board health: %s",
-            ", ".join(f for f in found if f) or "no thermal zone or firmware flags found here",
+            ", ".join(f for f in found if f)
+            or "no thermal zone, temperature sensor or firmware flags here; its series stay absent",
         )
 
     def collect(self) -> Mapping[str, float]:
@@ -144,6 +150,8 @@ class BoardHealthSource(Source):
         if mask is not None:
             out["board_throttled"] = float(mask & 0xF)
             out["board_throttled_since_boot"] = float((mask >> 16) & 0xF)
+        if not self._said:
+            self._say_what_is_here(out)
         return out
 
     def _temperature(self) -> float | None:
@@ -153,7 +161,10 @@ class BoardHealthSource(Source):
                 return millidegrees / 1000.0
             return None
         if self._use_psutil:
-            return _psutil_cpu_temperature()
+            reading = _psutil_cpu_temperature()
+            if reading is None and not self._said:
+                self._use_psutil = False  # no sensor at the first look: none will appear
+            return reading
         return None
 
 

@@ -475,7 +475,7 @@ def _check_port_option(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError(f"expected a port number in 1..65535 or null, got {value!r:.40}")
+        raise ValueError(f"must be between 1 and 65535 (or null), got {value!r:.40}")
     return value
 
 
