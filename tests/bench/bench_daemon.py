@@ -150,10 +150,7 @@ def full_history_rss() -> float:
     with daemon("interval: 10ms") as (proc, port):
         conn = http.client.HTTPConnection("127.0.0.1", port)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            doc = json.loads(_get(conn, "/metrics?last_n=0"))
-            if doc["memory"]["sample_count"] >= 1440:
-                break
+        while _collections(conn) < 1440 + 100 and time.monotonic() < deadline:
             time.sleep(0.5)
         _get(conn, "/metrics")  # the JSON sample cache exists once a client asked
         _get(conn, "/metrics/prometheus")
