@@ -124,7 +124,9 @@ class BoardHealthSource(Source):
         self.root = Path(sysfs_root)
         self._zone = zone
         self._temp = find_thermal_zone(self.root, zone)
-        self._throttled = self.root / GET_THROTTLED
+        throttled = self.root / GET_THROTTLED
+        # Firmware files do not appear at run time: one that is not there is not asked for.
+        self._throttled = throttled if throttled.exists() else None
         self._use_psutil = self._temp is None and zone == "auto"
         self._said = False
 
@@ -146,7 +148,7 @@ class BoardHealthSource(Source):
         temperature = self._temperature()
         if temperature is not None:
             out["cpu_temperature"] = temperature
-        mask = _read_int(self._throttled, base=16)
+        mask = None if self._throttled is None else _read_int(self._throttled, base=16)
         if mask is not None:
             out["board_throttled"] = float(mask & 0xF)
             out["board_throttled_since_boot"] = float((mask >> 16) & 0xF)
