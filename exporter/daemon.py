@@ -26,6 +26,7 @@ from exporter.snapshot import StatusFamily
 from exporter.sources import registry
 from exporter.sources.base import Source
 from exporter.sources.registry import SourceContext
+from exporter.sources.targets import SharedFinder
 
 log = logging.getLogger("exporter.daemon")
 
@@ -62,12 +63,15 @@ def build_sources(config: Config) -> list[Source]:
     """Every enabled registered source that has something to read, in registration order;
     one that cannot start is logged and left out (its series stay absent)."""
     sources: list[Source] = []
+    finder = config.target.finder()
+    shared = None if finder is None else SharedFinder(finder)
     for source_type in registry.source_types():
         wanted = config.source(source_type.name)
         if wanted is None or not wanted.enabled:
             continue
         try:
-            source = source_type.build(SourceContext(config.target, dict(wanted.options)))
+            context = SourceContext(config.target, dict(wanted.options), shared)
+            source = source_type.build(context)
         except Exception as e:  # a broken optional source must not keep the daemon down
             log.warning("source %s cannot start, its series stay absent: %s",
                         source_type.name, e)
