@@ -77,9 +77,12 @@
     return new Date(ms).toLocaleTimeString(undefined, { hour12: false });
   }
 
+  const ACRONYMS = new Set(["cpu", "gpu", "io", "rss", "soc"]);
+
   function title(key, meta) {
     if (TITLES[key]) return TITLES[key];
-    const words = String(meta.name || key).replace(/_/g, " ");
+    const words = String(meta.name || key).split("_")
+      .map((w) => (ACRONYMS.has(w) ? w.toUpperCase() : w)).join(" ");
     return words.charAt(0).toUpperCase() + words.slice(1);
   }
 
@@ -337,6 +340,7 @@
       chart.plot.classList.remove("empty");
       chart.plot.textContent = "";
       const color = cssVar(`--chart-${(index % 8) + 1}`);
+      chart.card.dataset.color = color;
       chart.uplot = new uPlot(chartOptions(key, s, chart.plot, color), data, chart.plot);
       chart.observer = new ResizeObserver(() => {
         if (chart.uplot) {
