@@ -271,6 +271,16 @@ def test_dashboard_draws_the_daemons_history_and_shows_a_new_alert_within_one_re
 
     browser.screenshot("dashboard", 800, 480)
     browser.screenshot("dashboard", 1366, 768)
+    # A head unit at night: the dark scheme, charts redrawn in its colours.
+    colour_js = """return [document.querySelector('.card[data-series="memory"]').dataset.color,
+        getComputedStyle(document.documentElement).getPropertyValue('--chart-1').trim()]"""
+    light, _ = browser.js(colour_js)
+    browser.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+        "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    wait_for(lambda: (lambda drawn, scheme: drawn == scheme != light)(*browser.js(colour_js)),
+             "the charts redrawn in the dark scheme's colours")
+    assert browser.drawn_pixels("memory") > 50
+    browser.screenshot("dashboard-dark", 800, 480)
     assert_clean(browser, live.url + "/")
 
 
@@ -374,6 +384,21 @@ def test_dashboard_behind_a_path_prefix_draws_a_series_it_was_never_told_about(
     latest = browser.js(f"""return document.querySelector(
         '.card[data-series="{EXTRA_KEY}"] .latest').textContent""")
     assert latest.endswith("°C")
+
+    # Another range: the button, the URL's hash, one fetch of that range's history
+    # (6 h at 1 s = 21,600 intervals, plus the sample at the start).
+    before = browser.refreshes()
+    browser.driver.find_element("css selector", '.ranges button[data-range="6h"]').click()
+    browser.wait_refreshes(before + 2)
+    assert browser.js("return location.hash") == "#6h"
+    pressed = browser.js("""return [...document.querySelectorAll('.ranges button')]
+        .filter((b) => b.getAttribute('aria-pressed') === 'true').map((b) => b.dataset.range)""")
+    assert pressed == ["6h"]
+    browser.collect_logs()
+    assert base + "metrics?last_n=21601" in browser.requested_by(base)
+    cards = {c["key"]: c for c in browser.cards()}
+    assert cards[EXTRA_KEY]["samples"] == cards["memory"]["samples"] > extra["samples"]
+    assert cards["memory"]["first"] == memory["first"]
 
     links = browser.js("return [...document.querySelectorAll('a')].map((a) => a.href)")
     assert links and all(link.startswith(base) for link in links), links

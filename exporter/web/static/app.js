@@ -545,6 +545,11 @@
       });
     }
     window.addEventListener("hashchange", () => setRange(location.hash.slice(1)));
+    // Chart colours come from the stylesheet's variables: redraw when the scheme flips.
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      for (const chart of state.charts.values()) destroyChart(chart);
+      drawCharts();
+    });
     setRange(location.hash.slice(1) || DEFAULT_RANGE);
   }
 
