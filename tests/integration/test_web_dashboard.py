@@ -10,8 +10,10 @@ daemon's data in a real browser is tests/real/test_web_dashboard_browser.py.
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -257,3 +259,20 @@ def test_a_built_wheel_ships_the_dashboard(tmp_path: Path) -> None:
     wanted = {"exporter/web/__init__.py", "exporter/web/index.html"} | {
         f"exporter/web/static/{p.name}" for p in STATIC.iterdir() if p.is_file()}
     assert wanted <= names, wanted - names
+
+
+def test_page_names_the_configured_target_escaped_and_follows_a_reload(
+    daemon_factory, tmp_path: Path
+) -> None:
+    config = tmp_path / "exporter.yaml"
+    config.write_text(yaml.safe_dump({"interval": "1s",
+                                      "target": {"kind": "cmdline", "value": "<b>&sleep"}}))
+    d = daemon_factory("--config", str(config))
+    text = d.request("/").text
+    assert '<span id="target">cmdline /&lt;b&gt;&amp;sleep/</span>' in text
+    assert "<b>&sleep" not in text
+
+    config.write_text(yaml.safe_dump({"interval": "1s", "target": {"kind": "none"}}))
+    os.kill(d.pid, signal.SIGHUP)
+    wait_for(lambda: '<span id="target">none (values are pushed)</span>'
+             in d.request("/").text, "the page to name the reloaded target")
