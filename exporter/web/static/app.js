@@ -140,7 +140,9 @@
       s.meta = incoming;
       const samples = incoming.samples;
       const last = s.ts.length ? s.ts[s.ts.length - 1] : -Infinity;
-      if (!full && s.ts.length && samples.length >= lastN && samples[0].timestamp > last) {
+      // As many samples as asked for, all newer than what we hold (or we held none):
+      // older ones may lie beyond them.
+      if (!full && samples.length >= lastN && samples[0].timestamp > last) {
         complete = false;
       }
       for (const sample of samples) {
