@@ -40,7 +40,7 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1366,768",
+    "--disable-dev-shm-usage", "--window-size=1366,768", "--hide-scrollbars",
 )
 SEED_SERIES = ["memory", "cpu", "websocket_active", "websocket_total", "latency"]
 REFRESH_DEADLINE_S = 30.0  # a few of the page's 5 s refreshes
@@ -128,12 +128,18 @@ class Browser:
 
     def screenshot(self, name: str, width: int, height: int) -> Path:
         self.viewport(width, height)
-        # Charts follow their box through a ResizeObserver: wait until they fit it again.
+        # A page refresh drawn at the new size (Chromium may otherwise still paint the old
+        # layout's scrollbars), then the charts, which follow their box through a
+        # ResizeObserver, fit it again.
+        self.wait_refreshes(self.refreshes() + 1)
+        # Then nothing sticks out sideways (no horizontal scrolling on a head unit).
         wait_for(lambda: self.js("""
             return [...document.querySelectorAll('.card .plot')].every((p) => {
-              const u = p.querySelector('.uplot');
+              const u = p.querySelector('.u-wrap');
               return !u || Math.abs(u.getBoundingClientRect().width - p.clientWidth) < 2;
             });"""), "the charts to fit the new viewport")
+        assert self.js("""const e = document.documentElement;
+            return e.scrollWidth <= e.clientWidth""")
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}-{width}x{height}.png"
         assert self.driver.save_screenshot(str(path)), path
