@@ -87,7 +87,13 @@ def http_settings(config: Config) -> HttpSettings:
         request_timeout_s=config.http.request_timeout,
         ingest_allow=tuple(config.http.ingest_allow),
         ingest_token=config.http.ingest_token,
+        target=describe_target(config),
     )
+
+
+def describe_target(config: Config) -> str:
+    finder = config.target.finder()
+    return "none (values are pushed)" if finder is None else finder.describe()
 
 
 class Daemon:
@@ -140,7 +146,7 @@ class Daemon:
             host,
             port,
             self.config.interval_ms,
-            self._describe_target(),
+            describe_target(self.config),
         )
         self.endpoint.start_collection(self.config.interval_ms)
         watchdog = self.notifier.watchdog_seconds()
@@ -185,10 +191,6 @@ class Daemon:
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload.set()
         self._wake.set()
-
-    def _describe_target(self) -> str:
-        finder = self.config.target.finder()
-        return "none (values are pushed)" if finder is None else finder.describe()
 
     def _status(self) -> str:
         up = self.endpoint.target_up()
