@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.config.file", dest="web_config_file", metavar="FILE",
         help="also (or only) validate this web config file",
     )
+    check.set_defaults(usage_error=check.error)  # usage line + exit 2, as argparse's own
     sub.add_parser("default-config", help="print the default config, every key commented")
     rules = sub.add_parser(
         "alert-rules", help="print Prometheus alerting rules equal to the configured alerts"
@@ -96,9 +97,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from exporter.http.webconfig import load_web_config
 
     if args.file is None and args.web_config_file is None:
-        print("crankshaft-exporter: check-config needs FILE, --web.config.file FILE or both",
-              file=sys.stderr)
-        return EX_USAGE
+        args.usage_error("give FILE, --web.config.file FILE or both")
     problems: list[str] = []
     for path, load in ((args.file, load_config), (args.web_config_file, load_web_config)):
         if path is None:

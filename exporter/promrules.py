@@ -21,15 +21,12 @@ import yaml
 
 from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
 from exporter.config.durations import format_duration
+from exporter.series import STATESET, SeriesSpec
+from exporter.sources.registry import all_series
 
-# metric -> (PromQL for the watched value, ``{m}`` standing for its label matchers; labels
-# identifying one alert instance)
-VALUE_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
-    "memory_usage": ("crankshaft_memory_usage_mb{m}", ()),
-    "cpu_usage": ("crankshaft_cpu_usage_percent{m}", ()),
-    "active_connections": ("crankshaft_websocket_active_connections{m}", ()),
-    "total_connections": ("crankshaft_websocket_connections_total{m}", ()),
-    "request_latency": ("crankshaft_request_latency_ms{m}", ()),
+# Metrics that are no declared series: metric -> (PromQL for the watched value, ``{m}``
+# standing for its label matchers; labels identifying one alert instance).
+SPECIAL_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "request_latency_p95": (
         "histogram_quantile(0.95, sum by (job, instance, endpoint, le) "
         "(rate(crankshaft_request_duration_seconds_bucket{m}[5m]))) * 1000",
@@ -43,14 +40,37 @@ VALUE_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "extension_crashed": ("crankshaft_extension_status{m}", ("extension",)),
     "target_down": ("(1 - crankshaft_target_up{m})", ()),
 }
-BASE_MATCHERS = {"extension_crashed": ('status="crashed"',)}
-UNITS = {
-    "memory_usage": " MB",
-    "cpu_usage": "%",
-    "request_latency": " ms",
-    "request_latency_p95": " ms",
-    "request_latency_p99": " ms",
-}
+SPECIAL_MATCHERS = {"extension_crashed": ('status="crashed"',)}
+SPECIAL_UNITS = {"request_latency_p95": " ms", "request_latency_p99": " ms"}
+# How the seed's units read after a number in an annotation.
+_UNIT_TEXT = {"%": "%", "count": "", "flags": ""}
+
+
+def _series_expr(spec: SeriesSpec) -> str:
+    if spec.kind == STATESET:  # any state true
+        return f"(sum without ({spec.metric}) ({spec.metric}{{m}}))"
+    return spec.sample_name + "{m}"
+
+
+def value_exprs() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every alert metric's PromQL: declared series (from their declarations) and the rest."""
+    exprs = {s.key: (_series_expr(s), ()) for s in all_series() if s.alert}
+    return {**exprs, **SPECIAL_EXPR}
+
+
+def _base_matchers(metric: str) -> tuple[str, ...]:
+    spec = {s.key: s for s in all_series()}.get(metric)
+    if spec is not None:
+        return tuple(f'{k}="{_escape(v)}"' for k, v in spec.labels)
+    return SPECIAL_MATCHERS.get(metric, ())
+
+
+def unit_text(metric: str) -> str:
+    """How the metric's unit reads after a number ("%", " MB", "" for counts)."""
+    spec = {s.key: s for s in all_series()}.get(metric)
+    if spec is not None:
+        return _UNIT_TEXT.get(spec.unit, " " + spec.unit)
+    return SPECIAL_UNITS.get(metric, "")
 
 
 def alert_name(metric: str) -> str:
@@ -60,7 +80,8 @@ def alert_name(metric: str) -> str:
 def _selector(metric: str, rule: AlertRule, siblings: list[AlertRule]) -> str:
     """Label matchers: a selector rule watches its label value; the general rule of the
     same metric then leaves those values to it (as the exporter's evaluator does)."""
-    label = VALUE_EXPR[metric][1][0] if VALUE_EXPR[metric][1] else None
+    identity = value_exprs()[metric][1]
+    label = identity[0] if identity else None
     if label is None:
         return ""
     if rule.selector is not None:
@@ -87,8 +108,9 @@ def _escape(text: str) -> str:
 
 
 def _value_expr(metric: str, selector: str) -> str:
-    matchers = [*BASE_MATCHERS.get(metric, ()), *([selector] if selector else [])]
-    return VALUE_EXPR[metric][0].format(m="{" + ",".join(matchers) + "}" if matchers else "")
+    matchers = [*_base_matchers(metric), *([selector] if selector else [])]
+    block = "{" + ",".join(matchers) + "}" if matchers else ""
+    return value_exprs()[metric][0].replace("{m}", block)
 
 
 def rule_entries(rule: AlertRule, siblings: list[AlertRule]) -> list[dict[str, object]]:
@@ -96,9 +118,9 @@ def rule_entries(rule: AlertRule, siblings: list[AlertRule]) -> list[dict[str, o
     if not rule.enabled:
         return []
     name = alert_name(rule.metric)
-    identity = ("job", "instance", *VALUE_EXPR[rule.metric][1])
+    identity = ("job", "instance", *value_exprs()[rule.metric][1])
     value = _value_expr(rule.metric, _selector(rule.metric, rule, siblings))
-    unit = UNITS.get(rule.metric, "")
+    unit = unit_text(rule.metric)
     entries = []
     for level in LEVELS:
         threshold = rule.threshold(level)

@@ -12,11 +12,11 @@ import re
 from yaml.nodes import MappingNode, Node
 
 from exporter.alerts.rules import (
-    ALERTABLE_METRICS,
     DEFAULT_RULES,
     ENDPOINT_METRICS,
     EXTENSION_METRICS,
     AlertRule,
+    alertable_metrics,
     rule_problems,
 )
 from exporter.config import checks
@@ -83,9 +83,10 @@ def _rule(walker: Walker, f: Fields, node: Node) -> AlertRule | None:
     if not isinstance(node, MappingNode):
         return None  # reported by walker.mapping
     start = len(walker.problems)
-    f.require("metric", f"required; one of {', '.join(ALERTABLE_METRICS)}")
+    known = alertable_metrics()
+    f.require("metric", f"required; one of {', '.join(known)}")
     fields = {
-        "metric": f.get("metric", checks.choice(ALERTABLE_METRICS, "metric"), ""),
+        "metric": f.get("metric", checks.choice(known, "metric"), ""),
         "warning_threshold": f.get("warning", _THRESHOLD, None),
         "critical_threshold": f.get("critical", _THRESHOLD, None),
         "for_seconds": f.get("for", checks.duration(0.0, float("inf")), 0.0),

@@ -7,6 +7,7 @@ MODULES = [
     "tests.bench.bench_core",
     "tests.bench.bench_connections",
     "tests.bench.bench_http",
+    "tests.bench.bench_daemon",
     "tests.bench.bench_slow_clients",
 ]
 

@@ -1,12 +1,16 @@
-"""``--web.config.file`` and ``http.web_config_file`` on the real daemon, plain HTTP: basic auth
-on every route, the configured headers on every answer, exit 78 for an invalid file at start,
-``check-config``, and SIGHUP reload semantics (a bad file keeps the running web config)."""
+"""``--web.config.file`` and ``http.web_config_file`` on the real daemon: basic auth on every
+route (the dashboard and its assets included), the configured headers on every answer, the
+dashboard over TLS with basic auth, exit 78 for an invalid file at start, ``check-config``, and
+SIGHUP reload semantics (a bad file keeps the running web config)."""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import os
+import re
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +19,11 @@ import pytest
 
 from tests.conftest import REPO, RunningDaemon
 from tests.helpers import poll, wait_for
-from tests.tlsfiles import bcrypt_hash, write_web_config
+from tests.integration.test_web_dashboard import CSP, STATIC, parse, urls_of
+from tests.tlsfiles import CA, bcrypt_hash, client_context, write_web_config
 
 ROUTES = ["/metrics", "/metrics/summary", "/metrics/alerts", "/metrics/prometheus",
-          "/metrics/csv", "/healthz", "/openapi.yaml", "/nope"]
+          "/metrics/csv", "/healthz", "/openapi.yaml", "/", "/static/app.js", "/nope"]
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -59,6 +64,51 @@ def test_basic_auth_covers_every_route_and_headers_every_answer(daemon_factory,
         assert r.headers["x-frame-options"] == "deny"
         assert r.headers["x-content-type-options"] == "nosniff"
     assert "web config" in d.log() and "basic auth for 1 user" in d.log()
+
+
+def https_get(port: int, path: str, ctx: ssl.SSLContext,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=15)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_dashboard_over_tls_with_basic_auth(daemon_factory, tmp_path: Path) -> None:
+    """What a browser at https://host:9001/ does: the page, every relative URL in it and
+    every JSON route its script fetches, resolved against the page, all over TLS with the
+    same credentials; none of them without."""
+    ca = CA(tmp_path / "ca")
+    server = ca.issue("server")
+    web = write_web_config(tmp_path / "web.yml", {
+        "tls_server_config": {"cert_file": str(server.cert), "key_file": str(server.key)},
+        "basic_auth_users": {"prom": bcrypt_hash("s3cret")},
+        "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
+    })
+    d: RunningDaemon = daemon_factory("--interval", "1", "--web.config.file", str(web))
+    ctx, auth = client_context(ca), basic("prom", "s3cret")
+    wait_for(lambda: https_get(d.port, "/healthz", ctx, auth)[0] == 200, "the first collection")
+    status, headers, body = https_get(d.port, "/", ctx, auth)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert headers["content-security-policy"] == CSP  # the page's own policy
+    assert headers["x-frame-options"] == "deny"
+    page_urls = urls_of(parse(body.decode()))
+    script = (STATIC / "app.js").read_text()
+    fetched = {re.sub(r"\$\{[^}]*\}", "60", url)  # `metrics?last_n=${lastN}`
+               for _, url in re.findall(r"getJSON\(\s*([`\"'])(.*?)\1", script)}
+    assert "metrics?last_n=60" in fetched and "healthz" in fetched
+    assert any(u.startswith("static/app.js") for u in page_urls)
+    for url in [*page_urls, *sorted(fetched)]:
+        assert not url.startswith("/") and "://" not in url, url
+        path = "/" + url  # relative to the page at /
+        status, headers, _ = https_get(d.port, path, ctx, auth)
+        assert status == 200, (path, status)
+        assert headers["x-frame-options"] == "deny", path
+        status, headers, _ = https_get(d.port, path, ctx)
+        assert status == 401 and headers["www-authenticate"].startswith("Basic"), path
 
 
 def test_basic_auth_and_the_ingest_token_together(daemon_factory, tmp_path: Path,
