@@ -281,6 +281,9 @@ def test_runs_sandboxed_as_dynamic_user(box: Container) -> None:
     assert fields["NoNewPrivs"] == ["1"], fields["NoNewPrivs"]
     assert fields["Seccomp"] == ["2"], "SystemCallFilter= should be in force (seccomp filter)"
     assert fields["CapEff"] == ["0000000000000000"], fields["CapEff"]
+    # LimitNOFILE=: room for http.max_connections, since the filter forbids setrlimit.
+    limits = box.run("cat", f"/proc/{s['MainPID']}/limits").stdout
+    assert re.search(r"^Max open files\s+16384\s+16384\s", limits, re.M), limits
 
 
 def test_http_api_answers_inside_the_sandbox(box: Container) -> None:

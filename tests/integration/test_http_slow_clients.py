@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import shutil
 import socket
+import sys
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +24,7 @@ from typing import BinaryIO
 
 import pytest
 
-from tests.conftest import RunningDaemon
+from tests.conftest import RunningDaemon, launch_daemon
 from tests.helpers import wait_for
 
 SCRAPE = b"GET /metrics/prometheus HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -244,3 +248,41 @@ def test_http_10_keep_alive_only_when_asked(daemon: RunningDaemon) -> None:
         status, headers, _ = read_response(s)
         assert (status, headers["connection"]) == (200, "close")
         assert closed_by_server(s)
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    match = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.M)
+    assert match, limits
+    return int(match.group(1)), int(match.group(2))
+
+
+def _start_with_nofile(tmp_path: Path, soft: int, hard: int) -> RunningDaemon:
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    argv = [prlimit, f"--nofile={soft}:{hard}", "--", sys.executable, "-m", "exporter", "run",
+            "--listen", "127.0.0.1:0", "--interval", "1", "--log-level", "DEBUG"]
+    return launch_daemon(argv, tmp_path / f"daemon-{time.monotonic_ns()}.log",
+                         dict(os.environ))
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one_at_start(tmp_path: Path) -> None:
+    d = _start_with_nofile(tmp_path, 256, 4096)
+    try:
+        assert b"exporter" in Path(f"/proc/{d.pid}/cmdline").read_bytes()  # prlimit exec'd it
+        assert _open_files_limit(d.pid) == (4096, 4096)
+        assert "raised the open-files limit from 256 to 4096" in d.log()
+        assert _scrape_ok(d)
+    finally:
+        d.stop()
+
+
+def test_max_connections_is_kept_within_the_descriptor_limit(tmp_path: Path) -> None:
+    d = _start_with_nofile(tmp_path, 300, 300)  # nothing to raise; 1024 would not fit
+    try:
+        assert _open_files_limit(d.pid) == (300, 300)
+        assert ("http.max_connections 1024 is above what the open-files limit (300) allows; "
+                "using 236") in d.log()
+    finally:
+        d.stop()
