@@ -10,6 +10,9 @@ violation would be one) and requests nothing from any other origin.  Behind a re
 proxy's path prefix it still works, and a series the exporter adds later (the shape of the
 seed's series, any name) gets its own chart without editing the page.
 
+Served over TLS with basic auth from a web-config file, the same page works as it does on
+plain HTTP (relative URLs, everything from the one origin).
+
 Screenshots at 800x480 (a head unit) and 1366x768 (a laptop) are kept in tests/artifacts/.
 Waiting is always "until the page has refreshed N times" or "until the daemon says so",
 with a deadline, never a sleep.
@@ -17,6 +20,8 @@ with a deadline, never a sleep.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import json
 import tempfile
@@ -32,6 +37,7 @@ import pytest
 
 from tests.conftest import REPO, RunningDaemon, require, require_tool, start_daemon
 from tests.helpers import poll, wait_for
+from tests.tlsfiles import CA, Pair, bcrypt_hash, write_web_config
 
 pytestmark = pytest.mark.real
 
@@ -148,7 +154,24 @@ class Browser:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def server_cert(tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    """A certificate for the TLS test, from a CA made here; the browser trusts exactly its
+    key (by SPKI hash), nothing else."""
+    return CA(tmp_path_factory.mktemp("pki")).issue("server")
+
+
+def spki_sha256(pair: Pair) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(pair.cert.read_bytes()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def browser(server_cert: Pair) -> Iterator[Browser]:
     chromium = require_tool("chromium")
     chromedriver = require_tool("chromedriver")
     require(importlib.util.find_spec("selenium") is not None,
@@ -160,6 +183,7 @@ def browser() -> Iterator[Browser]:
     options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    options.add_argument(f"--ignore-certificate-errors-spki-list={spki_sha256(server_cert)}")
     profile = tempfile.TemporaryDirectory(prefix="crankshaft-chromium-")
     options.add_argument(f"--user-data-dir={profile.name}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
@@ -415,3 +439,47 @@ def test_dashboard_behind_a_path_prefix_draws_a_series_it_was_never_told_about(
     requested = browser.requested_by(base)
     assert any(u.startswith(base + "metrics?last_n=") for u in requested)
     assert any(u.startswith(base + "static/uPlot.iife.min.js?v=") for u in requested)
+
+
+# --- over TLS with basic auth ------------------------------------------------------------------
+
+
+def test_dashboard_over_tls_with_basic_auth(browser: Browser, server_cert: Pair,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The web-config file's TLS and basic auth in front of the page. The browser sends the
+    credentials with every request, as it does once its login prompt has been answered
+    (headless Chromium has no prompt, so they are set through the DevTools protocol)."""
+    tmp = tmp_path_factory.mktemp("tls-dashboard")
+    web = write_web_config(tmp / "web.yml", {
+        "tls_server_config": {"cert_file": str(server_cert.cert),
+                              "key_file": str(server_cert.key)},
+        "basic_auth_users": {"prom": bcrypt_hash("s3cret")},
+    })
+    d = start_daemon(tmp, "--interval", "1", "--web.config.file", str(web))
+    credentials = base64.b64encode(b"prom:s3cret").decode()
+    driver = browser.driver
+    try:
+        browser.collect_logs()  # what the other tests left
+        browser.console.clear()
+        browser.requested.clear()
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                               {"headers": {"Authorization": f"Basic {credentials}"}})
+        origin = f"https://127.0.0.1:{d.port}/"
+        browser.open(origin, 1366, 768)
+        browser.wait_refreshes(3)
+        assert browser.js("return location.protocol") == "https:"
+        cards = browser.cards()
+        assert [c["key"] for c in cards] == SEED_SERIES
+        memory = cards[0]
+        assert memory["samples"] >= 2, memory
+        assert browser.drawn_pixels("memory") > 0
+        assert browser.js("return document.getElementById('target-state').textContent") == "up"
+        browser.screenshot("dashboard-tls", 800, 480)
+        assert_clean(browser, origin)
+        requested = browser.requested_by(origin)
+        assert any(u.startswith(origin + "metrics?last_n=") for u in requested), requested
+        assert any(u.startswith(origin + "static/app.js?v=") for u in requested), requested
+    finally:
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+        d.stop()
