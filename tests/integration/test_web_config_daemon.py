@@ -68,10 +68,13 @@ def test_basic_auth_covers_every_route_and_headers_every_answer(daemon_factory,
 
 def https_get(port: int, path: str, ctx: ssl.SSLContext,
               headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names; a repeated one raises) and body."""
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=15)
     try:
         conn.request("GET", path, headers=headers or {})
         r = conn.getresponse()
+        names = [k.lower() for k, _ in r.getheaders()]
+        assert len(names) == len(set(names)), f"a header sent twice: {names}"
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         conn.close()
@@ -86,14 +89,17 @@ def test_dashboard_over_tls_with_basic_auth(daemon_factory, tmp_path: Path) -> N
     web = write_web_config(tmp_path / "web.yml", {
         "tls_server_config": {"cert_file": str(server.cert), "key_file": str(server.key)},
         "basic_auth_users": {"prom": bcrypt_hash("s3cret")},
-        "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
+        "http_server_config": {"headers": {"X-Frame-Options": "deny",
+                                           "Content-Security-Policy": "default-src 'none'"}},
     })
     d: RunningDaemon = daemon_factory("--interval", "1", "--web.config.file", str(web))
     ctx, auth = client_context(ca), basic("prom", "s3cret")
     wait_for(lambda: https_get(d.port, "/healthz", ctx, auth)[0] == 200, "the first collection")
     status, headers, body = https_get(d.port, "/", ctx, auth)
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert headers["content-security-policy"] == CSP  # the page's own policy
+    assert headers["content-security-policy"] == CSP  # the page's own policy wins
+    status, headers, _ = https_get(d.port, "/metrics/summary", ctx, auth)
+    assert status == 200 and headers["content-security-policy"] == "default-src 'none'"
     assert headers["x-frame-options"] == "deny"
     page_urls = urls_of(parse(body.decode()))
     script = (STATIC / "app.js").read_text()
