@@ -14,8 +14,6 @@ import binascii
 import hashlib
 import threading
 
-import bcrypt
-
 CACHE_SIZE = 1024
 # bcrypt of "fakepassword" (cost 10): what an unknown user's password is checked against.
 _DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
@@ -71,6 +69,8 @@ class BasicAuth:
             known = self._cache.get(key)
         if known is not None:
             return known
+        import bcrypt  # here, not at the top: only a daemon with users pays its 0.5 MiB
+
         with self._bcrypt:
             try:
                 ok = bcrypt.checkpw(password, hashed)
