@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.history.backfill import check_extra_labels, render_history
 from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.http.openapi import render_openapi
@@ -120,6 +121,7 @@ class App:
             "/metrics/alerts": {"GET": self.alerts},
             "/metrics/prometheus": {"GET": self.prometheus},
             "/metrics/csv": {"GET": self.csv},
+            "/metrics/history": {"GET": self.history},
             "/metrics/record": {"POST": self.record},
             "/healthz": {"GET": self.healthz},
             "/openapi.yaml": {"GET": self.openapi},
@@ -198,6 +200,21 @@ class App:
     def csv(self, request: Request) -> Response:
         text = self.endpoint.export_csv(_last_n(parse_qs(request.query)))
         return Response(200, text.encode(), CSV_CONTENT_TYPE)
+
+    def history(self, request: Request) -> Response:
+        """Every stored sample with its timestamp, for promtool's backfill; ``label=NAME=VALUE``
+        (repeatable) adds a label to every series, e.g. the job and instance Prometheus
+        gives the scraped ones."""
+        query = parse_qs(request.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"label"})
+        if unknown:
+            raise HttpError(400, f"unknown parameter {unknown[0][:40]!r}; only label=NAME=VALUE")
+        try:
+            labels = check_extra_labels(query.get("label", []), self.endpoint.store.catalog)
+        except ValueError as e:
+            raise HttpError(400, str(e)) from None
+        body = render_history(self.endpoint.recorder, labels)
+        return Response(200, body, OPENMETRICS_CONTENT_TYPE)
 
     def healthz(self, request: Request) -> Response:
         """Healthy while the collector keeps its schedule (a stuck loop turns this 503)."""

@@ -572,7 +572,7 @@ KEYS = sorted(set(top_keys()) | set(ALERT_KEYS) | {
     "max_samples", "kind", "value", "port", "window", "max_endpoints", "buckets",
     "max_extensions", "max_body_bytes", "request_timeout", "ingest_allow", "ingest_token_file",
     "level", "format", "webhooks", "alertmanager", "url", "timeout", "max_retries",
-    "retry_window", "resend_interval", "headers",
+    "retry_window", "resend_interval", "headers", "state_file", "snapshot_interval",
 })  # fmt: skip
 LEAVES = (
     st.none()
