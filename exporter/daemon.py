@@ -29,6 +29,7 @@ from exporter.snapshot import StatusFamily
 from exporter.sources import registry
 from exporter.sources.base import Source
 from exporter.sources.registry import SourceContext
+from exporter.sources.targets import SharedFinder
 
 log = logging.getLogger("exporter.daemon")
 
@@ -65,12 +66,15 @@ def build_sources(config: Config) -> list[Source]:
     """Every enabled registered source that has something to read, in registration order;
     one that cannot start is logged and left out (its series stay absent)."""
     sources: list[Source] = []
+    finder = config.target.finder()
+    shared = None if finder is None else SharedFinder(finder)
     for source_type in registry.source_types():
         wanted = config.source(source_type.name)
         if wanted is None or not wanted.enabled:
             continue
         try:
-            source = source_type.build(SourceContext(config.target, dict(wanted.options)))
+            context = SourceContext(config.target, dict(wanted.options), shared)
+            source = source_type.build(context)
         except Exception as e:  # a broken optional source must not keep the daemon down
             log.warning("source %s cannot start, its series stay absent: %s",
                         source_type.name, e)
@@ -86,7 +90,13 @@ def http_settings(config: Config) -> HttpSettings:
         request_timeout_s=config.http.request_timeout,
         ingest_allow=tuple(config.http.ingest_allow),
         ingest_token=config.http.ingest_token,
+        target=describe_target(config),
     )
+
+
+def describe_target(config: Config) -> str:
+    finder = config.target.finder()
+    return "none (values are pushed)" if finder is None else finder.describe()
 
 
 class Daemon:
@@ -141,7 +151,7 @@ class Daemon:
             host,
             port,
             self.config.interval_ms,
-            self._describe_target(),
+            describe_target(self.config),
         )
         self.endpoint.start_collection(self.config.interval_ms)
         if self.history is not None:
@@ -190,10 +200,6 @@ class Daemon:
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload.set()
         self._wake.set()
-
-    def _describe_target(self) -> str:
-        finder = self.config.target.finder()
-        return "none (values are pushed)" if finder is None else finder.describe()
 
     def _status(self) -> str:
         up = self.endpoint.target_up()

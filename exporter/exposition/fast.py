@@ -131,10 +131,16 @@ class _Families:
         return self._families
 
 
+def count_text(count: int) -> str:
+    """``floatToGoString`` of a whole count, without its float round trip where the result
+    is known: below 10**6 Go's format is Python's repr of the float (``"5.0"``)."""
+    return f"{count}.0" if 0 <= count < 1_000_000 else floatToGoString(count)
+
+
 class _HistogramBlock:
     """Pre-rendered line prefixes of one endpoint's histogram series, and its last text."""
 
-    __slots__ = ("buckets", "count", "rendered", "sum")
+    __slots__ = ("buckets", "count", "rendered", "sum", "template")
 
     def __init__(self, endpoint: str, bounds: tuple[float, ...]) -> None:
         ep = escape_value(endpoint)
@@ -142,6 +148,9 @@ class _HistogramBlock:
         self.buckets = tuple(f'{HISTOGRAM}_bucket{{endpoint="{ep}",le="{le}"}} ' for le in les)
         self.count = f'{HISTOGRAM}_count{{endpoint="{ep}"}} '
         self.sum = f'{HISTOGRAM}_sum{{endpoint="{ep}"}} '
+        # Counts below 10**6 print as "<n>.0" (see count_text): one %-format for the block.
+        lines = [p.replace("%", "%%") + "%d.0\n" for p in (*self.buckets, self.count)]
+        self.template = "".join(lines) + self.sum.replace("%", "%%") + "%s\n"
         self.rendered: tuple[tuple[int, int], str] = ((-1, -1), "")
 
     def text(self, hist: HistogramSnapshot) -> str:
@@ -149,13 +158,14 @@ class _HistogramBlock:
         cached = self.rendered  # one read: an immutable pair
         if cached[0] == identity:
             return cached[1]
-        parts = [
-            f"{p}{floatToGoString(c)}\n"
-            for p, c in zip(self.buckets, hist.cumulative_counts, strict=True)
-        ]
-        parts.append(f"{self.count}{floatToGoString(hist.count)}\n")
-        parts.append(f"{self.sum}{floatToGoString(hist.sum_seconds)}\n")
-        text = "".join(parts)
+        counts = hist.cumulative_counts
+        total = floatToGoString(hist.sum_seconds)
+        if 0 <= hist.count < 1_000_000:  # the +Inf bucket is the largest count
+            text = self.template % (*counts, hist.count, total)
+        else:
+            parts = [f"{p}{count_text(c)}\n" for p, c in zip(self.buckets, counts, strict=True)]
+            parts.append(f"{self.count}{count_text(hist.count)}\n{self.sum}{total}\n")
+            text = "".join(parts)
         self.rendered = (identity, text)  # one assignment: never torn
         return text
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from exporter import __version__
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.history.backfill import check_extra_labels, render_history
@@ -26,6 +27,7 @@ from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, cho
 from exporter.http.openapi import render_openapi
 from exporter.ingest import BatchError, decode_json, parse_batch
 from exporter.sources import registry
+from exporter.web import CONTENT_SECURITY_POLICY, HTML_CONTENT_TYPE, REVALIDATE, Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class HttpSettings:
     )
     ingest_token: str | None = None
     max_connections: int = 64
+    target: str = "self"  # how the dashboard names the watched target
 
 
 @dataclass
@@ -111,6 +114,7 @@ class App:
         self.settings = settings or HttpSettings()
         self._monotonic = monotonic
         self._openapi: tuple[object, bytes] | None = None  # (catalog, text)
+        self._dashboard = Dashboard()
         # Concurrent scrapes share one render per format (see coalesce.py).
         self._render = {
             om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
@@ -125,7 +129,10 @@ class App:
             "/metrics/record": {"POST": self.record},
             "/healthz": {"GET": self.healthz},
             "/openapi.yaml": {"GET": self.openapi},
+            "/": {"GET": self.page},
         }
+        for path in self._dashboard.assets:
+            self.routes[path] = {"GET": self.static}
 
     # --- dispatch --------------------------------------------------------------------------
 
@@ -236,6 +243,29 @@ class App:
         if self._openapi is None or self._openapi[0] is not catalog:  # sources changed
             self._openapi = (catalog, render_openapi(catalog, registry.all_series()))
         return Response(200, self._openapi[1], "application/yaml")
+
+    def page(self, request: Request) -> Response:
+        """The dashboard (exporter/web): HTML whatever the Accept header, like node_exporter's
+        landing page; the JSON routes are unchanged."""
+        links = [
+            path.lstrip("/")
+            for path, methods in self.routes.items()
+            if "GET" in methods and path != "/" and path not in self._dashboard.assets
+        ]
+        body = self._dashboard.page(__version__, self.settings.target, links)
+        return Response(200, body, HTML_CONTENT_TYPE, {
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "Cache-Control": REVALIDATE,
+            "X-Content-Type-Options": "nosniff",
+        })
+
+    def static(self, request: Request) -> Response:
+        asset = self._dashboard.assets[request.path]
+        versions = parse_qs(request.query).get("v")
+        return Response(200, asset.body, asset.content_type, {
+            "Cache-Control": asset.cache_control(versions[0] if versions else None),
+            "X-Content-Type-Options": "nosniff",
+        })
 
     def record(self, request: Request) -> Response:
         self._authorize_write(request)

@@ -72,6 +72,7 @@ SERIES = (TEMPERATURE, THROTTLED_NOW, THROTTLED_SINCE_BOOT)
 # Thermal zone types that are the CPU, most specific first (Raspberry Pi, x86, other SoCs).
 CPU_ZONE_TYPES = ("cpu-thermal", "cpu_thermal", "x86_pkg_temp", "soc_thermal", "soc-thermal")
 GET_THROTTLED = "devices/platform/soc/soc:firmware/get_throttled"
+SYSFS = Path("/sys")  # the machine's own: only then may psutil's sensors stand in for it
 
 
 def find_thermal_zone(sysfs: Path, wanted: str = "auto") -> Path | None:
@@ -120,12 +121,15 @@ class BoardHealthSource(Source):
     name = "board_health"
     series = SERIES
 
-    def __init__(self, sysfs_root: str | os.PathLike[str] = "/sys", zone: str = "auto") -> None:
+    def __init__(self, sysfs_root: str | os.PathLike[str] = SYSFS, zone: str = "auto") -> None:
         self.root = Path(sysfs_root)
         self._zone = zone
         self._temp = find_thermal_zone(self.root, zone)
-        self._throttled = self.root / GET_THROTTLED
-        self._use_psutil = self._temp is None and zone == "auto"
+        throttled = self.root / GET_THROTTLED
+        # Firmware files do not appear at run time: one that is not there is not asked for.
+        self._throttled = throttled if throttled.exists() else None
+        # psutil reads the machine's own sensors: only when sysfs is the machine's own too.
+        self._use_psutil = self._temp is None and zone == "auto" and self.root == SYSFS
         self._said = False
 
     def _say_what_is_here(self, out: Mapping[str, float]) -> None:
@@ -146,7 +150,7 @@ class BoardHealthSource(Source):
         temperature = self._temperature()
         if temperature is not None:
             out["cpu_temperature"] = temperature
-        mask = _read_int(self._throttled, base=16)
+        mask = None if self._throttled is None else _read_int(self._throttled, base=16)
         if mask is not None:
             out["board_throttled"] = float(mask & 0xF)
             out["board_throttled_since_boot"] = float((mask >> 16) & 0xF)

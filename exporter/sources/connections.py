@@ -362,9 +362,14 @@ def psutil_established_connections(port: int) -> set[ConnectionId]:
     return found
 
 
+def fallback_backend() -> str:
+    """What answers when netlink does not: "proc" (/proc/net/tcp{,6}) or "psutil"."""
+    return "proc" if os.path.exists(_PROC_FILES[0][1]) else "psutil"
+
+
 def fallback_established_connections(port: int) -> set[ConnectionId]:
     """/proc/net/tcp{,6} on Linux; psutil elsewhere."""
-    if os.path.exists(_PROC_FILES[0][1]):
+    if fallback_backend() == "proc":
         return proc_established_connections(port)
     return psutil_established_connections(port)
 
@@ -403,7 +408,8 @@ class ConnectionSource(Source):
         """``netlink=False`` forces the fallback reader (for tests and the benchmark anchor)."""
         self.port = _check_port(port)
         if netlink and not HAS_NETLINK:
-            log.info("no netlink on this platform; counting connections through psutil")
+            log.info("no netlink on this platform; counting connections through "
+                     "/proc/net/tcp, or psutil where that is missing too")
         self._use_netlink = netlink and HAS_NETLINK
         self._diag: NetlinkDiag | None = None
         # Whether the kernel takes the single IPv4+IPv6 dump: once refused, a reopened socket
@@ -434,7 +440,7 @@ class ConnectionSource(Source):
                 netlink_error = exc
                 self._drop_netlink(exc)
             else:
-                if self.backend == "proc":
+                if self.backend in ("proc", "psutil"):
                     log.info("sock_diag netlink answers again for port %d", self.port)
                 self.backend = "netlink"
                 return found
@@ -445,7 +451,7 @@ class ConnectionSource(Source):
             raise SourceError(
                 f"cannot list TCP connections on port {self.port} ({why}fallback: {exc})"
             ) from exc
-        self.backend = "proc"
+        self.backend = fallback_backend()
         return found
 
     def _drop_netlink(self, exc: OSError) -> None:
@@ -457,7 +463,7 @@ class ConnectionSource(Source):
         permanent = exc.errno in _PERMANENT_ERRNOS
         if permanent:
             self._use_netlink = False
-        if permanent or self.backend != "proc":  # log changes, not every failing tick
+        if permanent or self.backend not in ("proc", "psutil"):  # log changes, not every tick
             log.warning(
                 "sock_diag netlink query for port %d failed (%s); reading /proc/net/tcp%s",
                 self.port,

@@ -265,8 +265,7 @@ def _cpu_percent(
 
 
 def _build(context: SourceContext) -> ProcessSource | None:
-    finder = context.target.finder()
-    return None if finder is None else ProcessSource(finder)
+    return None if context.finder is None else ProcessSource(context.finder)
 
 
 SOURCE = SourceType(

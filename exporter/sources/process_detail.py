@@ -296,8 +296,7 @@ def _optional(proc: psutil.Process, method: str) -> Any:
 
 
 def _build(context: SourceContext) -> ProcessDetailSource | None:
-    finder = context.target.finder()
-    return None if finder is None else ProcessDetailSource(finder)
+    return None if context.finder is None else ProcessDetailSource(context.finder)
 
 
 SOURCE = SourceType(

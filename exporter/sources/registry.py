@@ -16,7 +16,7 @@ from typing import Any
 
 from exporter.series import SeriesSpec, check_catalog
 from exporter.sources.base import Source
-from exporter.sources.targets import TargetSpec
+from exporter.sources.targets import ProcessFinder, TargetSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +31,13 @@ class Option:
 
 @dataclass(frozen=True, slots=True)
 class SourceContext:
-    """What a factory may use: the shared target and its own section's checked options."""
+    """What a factory may use: the shared target (``finder`` lists its processes, one
+    listing per tick for every source; None for target kind "none") and its own section's
+    checked options."""
 
     target: TargetSpec = field(default_factory=TargetSpec)
     options: Mapping[str, Any] = field(default_factory=dict)
+    finder: ProcessFinder | None = None
 
 
 @dataclass(frozen=True, slots=True)

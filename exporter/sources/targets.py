@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,13 +91,16 @@ class PidfileFinder(ProcessFinder):
 
 
 def _other_pids_where(attr: str, matches: Callable[[object], bool]) -> list[int]:
-    """PIDs of other processes whose psutil attribute ``attr`` satisfies ``matches``
-    (the exporter never matches itself, whatever its own command line says)."""
+    """PIDs of other live processes whose psutil attribute ``attr`` satisfies ``matches``
+    (the exporter never matches itself, whatever its own command line says; a zombie keeps
+    its name but uses nothing, so it is no running target)."""
     me = os.getpid()
     found = []
-    for proc in psutil.process_iter([attr]):
+    for proc in psutil.process_iter([attr, "status"]):
         value = proc.info.get(attr)
-        if proc.pid != me and value is not None and matches(value):
+        if proc.pid == me or value is None or proc.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
+        if matches(value):
             found.append(proc.pid)
     return sorted(found)
 
@@ -199,6 +203,26 @@ class SystemdUnitFinder(ProcessFinder):
 
     def describe(self) -> str:
         return f"systemd unit {self.unit}"
+
+
+class SharedFinder(ProcessFinder):
+    """One finder for every source of a tick: the sources read back to back, so a listing
+    younger than ``max_age`` seconds is reused instead of scanning the process table again."""
+
+    def __init__(self, finder: ProcessFinder, max_age: float = 0.005) -> None:
+        self.finder = finder
+        self.max_age = max_age
+        self._found: tuple[float, list[int]] | None = None
+
+    def find(self) -> list[int]:
+        now = time.monotonic()
+        found = self._found
+        if found is None or now - found[0] > self.max_age:
+            found = self._found = (now, self.finder.find())
+        return list(found[1])
+
+    def describe(self) -> str:
+        return self.finder.describe()
 
 
 @dataclass(frozen=True, slots=True)
