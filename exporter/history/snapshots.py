@@ -134,6 +134,21 @@ def read_state(path: str) -> HistoryState | None:
     return decode(data)
 
 
+def remove_leftovers(path: str) -> None:
+    """Delete temporary files of writes that a crash (kill -9, power loss) interrupted:
+    the file itself is whole, the temporaries would only fill the folder."""
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(f"{name}.tmp-"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, entry))
+                log.info("removed %s, left by an interrupted history snapshot", entry)
+
+
 def move_aside(path: str, now: float | None = None) -> str | None:
     """Rename a bad file to ``<path>.corrupt-<UTC time>``; the new name, or None if even
     that failed (then the next snapshot simply replaces it)."""
@@ -182,6 +197,7 @@ class Snapshotter:
 
     def restore(self) -> Restored | None:
         """Load the file into the store; never raises (a bad file is moved aside)."""
+        remove_leftovers(self.path)
         try:
             state = read_state(self.path)
         except FormatError as e:

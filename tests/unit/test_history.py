@@ -467,3 +467,16 @@ def test_header_layout_is_the_documented_one(tmp_path: Path) -> None:
     first = array("d")
     first.frombytes(data[28 + meta_len: 28 + meta_len + 8])
     assert first[0] == (T0 + 60) * 1000.0
+
+
+def test_temporaries_of_an_interrupted_write_are_removed_at_start(tmp_path: Path) -> None:
+    clock = Clock()
+    before = monitor(clock)
+    fill(before, clock, 4)
+    path = tmp_path / "history.bin"
+    Snapshotter(before.recorder, str(path), 300).snapshot()
+    (tmp_path / "history.bin.tmp-4242").write_bytes(b"half a file")
+    (tmp_path / "other.bin.tmp-1").write_bytes(b"not ours")
+    after = monitor(clock)
+    assert Snapshotter(after.recorder, str(path), 300).restore() is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.bin", "other.bin.tmp-1"]
