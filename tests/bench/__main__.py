@@ -8,6 +8,7 @@ MODULES = [
     "tests.bench.bench_connections",
     "tests.bench.bench_http",
     "tests.bench.bench_daemon",
+    "tests.bench.bench_history",
 ]
 
 if __name__ == "__main__":
