@@ -17,7 +17,7 @@ Layout (all integers little-endian)::
 The meta JSON::
 
     {"saved_at_ms": float,
-     "series": [[key, n], ...],
+     "series": [[key, n, identity], ...],
      "latency": {"bounds": [seconds, ...], "total_count": int, "dropped": int,
                  "evicted": int, "last_observation_ms": float | null,
                  "interval_sum": float, "interval_count": int,
@@ -27,8 +27,15 @@ The meta JSON::
 
 Samples are the ring buffers' two ``array('d')`` columns written as they are, so a sample
 costs 16 bytes on disk plus a few bytes of meta per series: no text, no per-sample
-overhead, and both writing and reading are memory copies.  The meta is JSON because it is
-small, and because someone inspecting a file moved aside can read it with ``dd`` and ``jq``.
+overhead, and both writing and reading are memory copies.
+
+The series are whatever the store's catalog declares (:mod:`exporter.series`), keyed by
+their declared key, so a new source's series are kept with no change here.  ``identity``
+(family, kind, unit, states: :func:`identity`) says what the numbers meant when written; a
+series whose declaration has since changed meaning is not restored into it.
+
+The meta is JSON because it is small, and because someone inspecting a file moved aside
+can read it with ``dd`` and ``jq``.
 
 A reader accepts exactly this version; any other (a newer exporter's file after a
 downgrade) is refused like a damaged file, never half-read.  Every way a file can be wrong
@@ -48,6 +55,7 @@ from dataclasses import dataclass, field
 
 from exporter.extensions import EXTENSION_STATES, ExtensionState
 from exporter.latency import EndpointState, LatencyState
+from exporter.series import SeriesSpec
 
 MAGIC = b"CRNKHIST"
 FORMAT_VERSION = 1
@@ -82,9 +90,17 @@ class HistoryState:
     series: dict[str, tuple[array, array]]
     latency: LatencyState
     extensions: ExtensionsState
+    identities: dict[str, str] = field(default_factory=dict)  # key -> identity(spec)
 
     def sample_count(self) -> int:
         return sum(len(times) for times, _ in self.series.values())
+
+
+def identity(spec: SeriesSpec) -> str:
+    """What a series' stored numbers mean: a changed family, kind, unit or state list makes
+    old samples meaningless for the new declaration (a new HELP text does not)."""
+    labels = ",".join(f"{k}={v}" for k, v in spec.labels)
+    return f"{spec.metric}{{{labels}}} {spec.kind} {spec.unit} {'|'.join(spec.states)}"
 
 
 def _le(column: array) -> array | memoryview:
@@ -100,7 +116,8 @@ def _meta(state: HistoryState) -> bytes:
     lat, ext = state.latency, state.extensions
     doc = {
         "saved_at_ms": state.saved_at_ms,
-        "series": [[key, len(times)] for key, (times, _) in state.series.items()],
+        "series": [[key, len(times), state.identities.get(key, "")]
+                   for key, (times, _) in state.series.items()],
         "latency": {
             "bounds": list(lat.bounds_seconds),
             "total_count": lat.total_count,
@@ -227,10 +244,12 @@ def _decode_payload(payload: memoryview) -> HistoryState:
     reader = _Reader(payload)
     reader.offset = META_LENGTH.size + meta_len
     series: dict[str, tuple[array, array]] = {}
-    for key, n in meta["series"]:
-        if not isinstance(key, str) or key in series:
+    identities: dict[str, str] = {}
+    for key, n, ident in meta["series"]:
+        if not isinstance(key, str) or key in series or not isinstance(ident, str):
             raise FormatError("corrupt", f"bad or repeated series key {key!r:.60}")
         series[key] = (reader.floats(n), reader.floats(n))
+        identities[key] = ident
     lat = meta["latency"]
     endpoints = []
     bounds = tuple(_number(b, "a bucket bound") for b in lat["bounds"])
@@ -269,4 +288,4 @@ def _decode_payload(payload: memoryview) -> HistoryState:
         int(_number(ext["evicted"], "evicted", whole=True)),
     )
     saved_at = float(_number(meta["saved_at_ms"], "saved_at_ms"))
-    return HistoryState(saved_at, series, latency, extensions)
+    return HistoryState(saved_at, series, latency, extensions, identities)

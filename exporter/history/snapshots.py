@@ -32,6 +32,7 @@ from exporter.history.format import (
     check_header,
     decode,
     encode_chunks,
+    identity,
 )
 from exporter.recording import Recorder
 from exporter.snapshot import StatusFamily
@@ -52,10 +53,11 @@ def capture(recorder: Recorder) -> HistoryState:
         store = recorder.store
         now_ms = recorder.now_ms()
         series = {key: (buf.timestamps(), buf.values()) for key, buf in store.series.items()}
+        identities = {key: identity(store.specs[key]) for key in series}
         latency = store.latency.export_state()
         ext = store.extensions
         extensions = ExtensionsState(ext.states(), ext.dropped_updates, ext.evicted)
-    return HistoryState(now_ms, series, latency, extensions)
+    return HistoryState(now_ms, series, latency, extensions, identities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +75,26 @@ def apply(recorder: Recorder, state: HistoryState) -> Restored:
     with recorder.lock:
         store = recorder.store
         samples = 0
+        notes = []
+        kept = 0
         for key, (times, values) in state.series.items():
             buf = store.series.get(key)
-            if buf is not None:
-                buf.load(times, values)
-                samples += len(buf)
-        notes = store.latency.restore_state(state.latency)
+            if buf is None:
+                continue
+            now = identity(store.specs[key])
+            if state.identities.get(key) != now:
+                notes.append(f"series {key} was saved as {state.identities.get(key)!r} and is "
+                             f"now declared {now!r}: its samples are not restored")
+                continue
+            buf.load(times, values)
+            samples += len(buf)
+            kept += 1
+        notes += store.latency.restore_state(state.latency)
         ext = state.extensions
         left_out = store.extensions.restore(ext.states, ext.dropped_updates, ext.evicted)
         if left_out:
             notes.append(f"{left_out} extensions beyond extensions.max_extensions not restored")
         dropped = tuple(k for k in state.series if k not in store.series)
-        kept = sum(1 for k in state.series if k in store.series)
     return Restored(samples, kept, dropped, tuple(notes))
 
 

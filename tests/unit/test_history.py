@@ -480,3 +480,32 @@ def test_temporaries_of_an_interrupted_write_are_removed_at_start(tmp_path: Path
     after = monitor(clock)
     assert Snapshotter(after.recorder, str(path), 300).restore() is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.bin", "other.bin.tmp-1"]
+
+
+class RedeclaredWidget(Widget):
+    """The same keys, but the level is now a counter: old gauge samples mean nothing to it."""
+
+    series = (
+        SeriesSpec(key="widget_level", metric="crankshaft_test_widget_level", help="level",
+                   unit="units", kind=COUNTER),
+        *Widget.series[1:],
+    )
+
+
+def test_a_series_whose_declaration_changed_meaning_is_not_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    before = monitor(clock, sources=[Widget()])
+    for _ in range(3):
+        clock.now += 60.0
+        before.collect_now()
+    path = str(tmp_path / "history.bin")
+    Snapshotter(before.recorder, path, 300).snapshot()
+    after = monitor(clock, sources=[RedeclaredWidget()])
+    with caplog.at_level(logging.INFO, logger="exporter.history.snapshots"):
+        restored = Snapshotter(after.recorder, path, 300).restore()
+    assert restored is not None
+    assert columns(after)["widget_level"] == []
+    assert columns(after)["widget_spins"] == columns(before)["widget_spins"]  # unchanged
+    assert "widget_level was saved as" in caplog.text
