@@ -11,9 +11,11 @@ promtool's parser wants each series' points together and in time order, which th
 buffers give; extra labels (``job``, ``instance``) can be added so that the backfilled
 series are the scraped ones (promtool 2.42 has no flag for it).
 
-Built for size: a week of 14 series is ~850,000 lines.  The samples are copied under the
-recorder's lock (array slices) and formatted after it is released, one series at a time
-with its line prefix computed once.
+Built for size: a week of 14 series is ~850,000 lines, ~130 MB of text.  The samples are
+copied under the recorder's lock (array slices, 16 bytes a sample) and formatted after it
+is released, in pieces of a few thousand lines that the server sends as they are made
+(chunked), so the text never exists whole in memory: a small board serving a week of
+history holds the copied columns and one piece.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from exporter.exposition.fast import escape_value
 from exporter.recording import Recorder
@@ -30,6 +32,7 @@ from exporter.series import COUNTER, STATESET, SeriesSpec
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 MAX_EXTRA_LABELS = 16
 MAX_LABEL_VALUE = 1024
+PIECE_SAMPLES = 4096  # lines per piece of the streamed text (~0.5 MB)
 
 
 def check_extra_labels(pairs: Sequence[str], catalog: Sequence[SeriesSpec]) -> dict[str, str]:
@@ -69,10 +72,14 @@ def _labels(pairs: list[tuple[str, str]]) -> str:
     return "{" + ",".join(f'{k}="{escape_value(v)}"' for k, v in pairs) + "}"
 
 
-def _lines(prefix: str, times: array, values: list[str]) -> str:
-    """``prefix value timestamp`` per sample; timestamps are ms, written as seconds."""
-    stamps = [repr(t / 1000.0) for t in times]
-    return "".join([f"{prefix}{v} {t}\n" for v, t in zip(values, stamps, strict=True)])
+def _lines(prefix: str, times: array, values: Iterable[str]) -> Iterator[str]:
+    """``prefix value timestamp`` per sample, in pieces of PIECE_SAMPLES lines; timestamps
+    are ms, written as seconds."""
+    values = list(values)
+    for start in range(0, len(times), PIECE_SAMPLES):
+        stamps = [repr(t / 1000.0) for t in times[start : start + PIECE_SAMPLES]]
+        yield "".join([f"{prefix}{v} {t}\n" for v, t in
+                       zip(values[start : start + PIECE_SAMPLES], stamps, strict=True)])
 
 
 def _family(specs: list[SeriesSpec], columns: dict[str, tuple[array, array]],
@@ -94,14 +101,20 @@ def _family(specs: list[SeriesSpec], columns: dict[str, tuple[array, array]],
             for bit, state in enumerate(spec.states):
                 flags = ["1" if m >> bit & 1 else "0" for m in masks]
                 prefix = spec.metric + _labels([*pairs, (spec.metric, state)]) + " "
-                yield _lines(prefix, times, flags)
+                yield from _lines(prefix, times, flags)
         else:
-            yield _lines(spec.sample_name + _labels(pairs) + " ", times,
-                         [_number(v) for v in values])
+            yield from _lines(spec.sample_name + _labels(pairs) + " ", times,
+                              map(_number, values))
 
 
 def render_history(recorder: Recorder, extra_labels: dict[str, str] | None = None) -> bytes:
     """The whole history as OpenMetrics text, ending with ``# EOF``."""
+    return b"".join(iter_history(recorder, extra_labels))
+
+
+def iter_history(recorder: Recorder,
+                 extra_labels: dict[str, str] | None = None) -> Iterator[bytes]:
+    """The same text in pieces; the samples are copied at the call, not when iterated."""
     with recorder.lock:
         store = recorder.store
         catalog = store.catalog
@@ -111,9 +124,15 @@ def render_history(recorder: Recorder, extra_labels: dict[str, str] | None = Non
     groups: dict[str, list[SeriesSpec]] = {}
     for spec in catalog:
         groups.setdefault(spec.metric, []).append(spec)
-    parts = [part for specs in groups.values() for part in _family(specs, columns, extra)]
-    parts.append("# EOF\n")
-    return "".join(parts).encode()
+    return _encoded(groups, columns, extra)
+
+
+def _encoded(groups: dict[str, list[SeriesSpec]], columns: dict[str, tuple[array, array]],
+             extra: list[tuple[str, str]]) -> Iterator[bytes]:
+    for specs in groups.values():
+        for part in _family(specs, columns, extra):
+            yield part.encode()
+    yield b"# EOF\n"
 
 
 def sample_counts(recorder: Recorder) -> dict[str, int]:

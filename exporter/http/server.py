@@ -97,9 +97,20 @@ class ExporterHandler(BaseHTTPRequestHandler):
     def _send(self, response: Any) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        stream = response.stream
+        chunked = stream is not None and self.request_version == "HTTP/1.1"
+        if stream is None:
+            self.send_header("Content-Length", str(len(response.body)))
+        elif chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:  # HTTP/1.0 has no chunks: the end of the body is the end of the connection
+            self.close_connection = True
+            self.send_header("Connection", "close")
         for name, value in response.headers.items():
             self.send_header(name, value)
+        if stream is not None:
+            self._send_stream(stream, chunked)
+            return
         # Headers and body in one write: two small writes meet the client's delayed ACK and
         # stall each keep-alive request by ~40 ms.
         self._headers_buffer.append(b"\r\n")
@@ -107,6 +118,29 @@ class ExporterHandler(BaseHTTPRequestHandler):
             self._headers_buffer.append(response.body)
         self.wfile.write(b"".join(self._headers_buffer))
         self._headers_buffer = []
+
+    def _send_stream(self, stream: Any, chunked: bool) -> None:
+        """Headers, then the body piece by piece as it is made (chunked on HTTP/1.1).  A
+        piece that fails to render ends the connection without the last chunk, so the
+        client sees a truncated body, never a complete-looking wrong one."""
+        self._headers_buffer.append(b"\r\n")
+        self.wfile.write(b"".join(self._headers_buffer))
+        self._headers_buffer = []
+        if self.command == "HEAD":
+            return
+        try:
+            for piece in stream:
+                if piece:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        except OSError:
+            self.close_connection = True
+            raise
+        except Exception:
+            log.exception("rendering a streamed response failed")
+            self.close_connection = True
+            return
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Malformed request lines, oversized headers, unknown methods: JSON like the rest."""

@@ -11,10 +11,12 @@ timestamps ending ``# EOF``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shlex
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -333,5 +335,33 @@ def test_metrics_history_is_openmetrics_with_timestamps_ending_eof(tmp_path: Pat
             bad = d.request(f"/metrics/history?{query}")
             assert bad.status == 400 and fragment in json.loads(bad.body)["error"], bad.text
         assert d.request("/metrics/history", method="POST", body=b"").status == 405
+    finally:
+        assert d.stop() == 0
+
+
+def test_metrics_history_streams_chunked_gzipped_and_to_http_1_0(tmp_path: Path) -> None:
+    """The text is sent as it is made: chunked on HTTP/1.1 (gzip when accepted), ended by
+    closing on HTTP/1.0; all three carry the same bytes."""
+    d = start_daemon(tmp_path, "--interval", "1h")  # one collection: the history holds still
+    try:
+        wait_samples(d, 1)
+        plain = d.request("/metrics/history")
+        assert plain.status == 200 and plain.text.endswith("# EOF\n")
+        assert plain.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in plain.headers
+        zipped = d.request("/metrics/history", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers.get("content-encoding") == "gzip"
+        assert gzip.decompress(zipped.body) == plain.body
+        with socket.create_connection((d.host, d.port), timeout=10) as s:
+            s.sendall(b"GET /metrics/history HTTP/1.0\r\nHost: x\r\n\r\n")
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head, head
+        assert b"Transfer-Encoding" not in head  # a 1.0 client knows no chunks
+        assert body == plain.body
+        assert d.request("/metrics/history", method="HEAD").body == b""
+        assert d.request("/healthz").status == 200  # the keep-alive server is still fine
     finally:
         assert d.stop() == 0
