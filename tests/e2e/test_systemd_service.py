@@ -205,7 +205,8 @@ def exposition(c: Container) -> str:
 
 
 def threshold_line(metric: str, level: str, value: float) -> str:
-    return f'crankshaft_alert_threshold{{metric="{metric}",level="{level}",selector=""}} {value}'
+    # label names in sorted order, as prometheus_client's encoders and the fast renderer write
+    return f'crankshaft_alert_threshold{{level="{level}",metric="{metric}",selector=""}} {value}'
 
 
 # --- install ------------------------------------------------------------------------------------
