@@ -1,11 +1,11 @@
 """Writing the history to its state file, and reading it back at start.
 
 A snapshot is taken in two steps so that it never delays a collection tick or a scrape:
-under the recorder's lock only array copies are made (:func:`capture`, a few milliseconds
-for a week of history); encoding and writing happen after the lock is released, on the
-snapshot thread.  Writes are atomic: a temporary file in the same folder, fsync, rename
-over the old file, fsync of the folder; a crash at any moment leaves either the previous
-file or the new one, never half of one.
+under the recorder's lock only array copies are made (:func:`capture`, one series at a
+time, under a millisecond each for a week of history); encoding and writing happen after
+the lock is released, on the snapshot thread.  Writes are atomic: a temporary file in the
+same folder, fsync, rename over the old file, fsync of the folder; a crash at any moment
+leaves either the previous file or the new one, never half of one.
 
 Reading is forgiving: a missing file is a first start; a damaged, truncated, foreign or
 newer-version file is logged once, moved aside as ``<file>.corrupt-<UTC time>`` for
@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,15 +49,28 @@ MAX_FILE_BYTES = 4 << 30  # 14 series x 10M samples x 16 bytes would be ~2 GiB
 
 
 def capture(recorder: Recorder) -> HistoryState:
-    """Copy what is kept, under the lock: array slices and small objects, nothing else."""
+    """Copy what is kept: array slices and small objects, nothing else, taking the lock
+    once per series so that a tick or a scrape waits at most for one series' copy (~0.5 ms
+    for 60,480 samples) rather than all of them.  A tick landing between two copies is in
+    the later series only: each series stays whole and in order, and the file's time is
+    taken after the last copy, so no sample is newer than it."""
     with recorder.lock:
         store = recorder.store
-        now_ms = recorder.now_ms()
-        series = {key: (buf.timestamps(), buf.values()) for key, buf in store.series.items()}
-        identities = {key: identity(store.specs[key]) for key in series}
+        specs = {key: store.specs[key] for key in store.series}
         latency = store.latency.export_state()
         ext = store.extensions
         extensions = ExtensionsState(ext.states(), ext.dropped_updates, ext.evicted)
+    series: dict[str, tuple[array, array]] = {}
+    identities: dict[str, str] = {}
+    for key, spec in specs.items():
+        with recorder.lock:
+            buf = recorder.store.series.get(key)
+            if buf is None:  # a reload dropped the series meanwhile
+                continue
+            series[key] = (buf.timestamps(), buf.values())
+        identities[key] = identity(spec)
+    with recorder.lock:
+        now_ms = recorder.now_ms()
     return HistoryState(now_ms, series, latency, extensions, identities)
 
 
