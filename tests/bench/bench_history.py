@@ -112,7 +112,7 @@ def bench_files(folder: str) -> str:
         j_size = os.path.getsize(jpath)
         series = len(ep.store.series)
         rows.append([f"{capacity:,} x {series} series", f"{t_write * 1e3:.1f}",
-                     f"{t_copy * 1e3:.2f}", f"{t_read * 1e3:.1f}", f"{size / 1024:,.0f}",
+                     f"{t_copy * 1e6:.0f}", f"{t_read * 1e3:.1f}", f"{size / 1024:,.0f}",
                      f"{size / samples:.2f}", f"{t_write / j_write:.3f}",
                      f"{t_read / j_read:.3f}", f"{size / j_size:.3f}"])
         rows.append([f"anchor: JSON of the same samples, {capacity:,}", f"{j_write * 1e3:.1f}",
@@ -123,7 +123,7 @@ def bench_files(folder: str) -> str:
     return table(
         "History file: snapshot and restore (goal ≤ 17 bytes/sample)",
         ["samples per series", "snapshot ms (copy+encode+write+fsync)",
-         "longest lock hold ms (one series' copy)", "restore ms", "file KiB", "bytes/sample",
+         "longest lock hold µs (one series' copy)", "restore ms", "file KiB", "bytes/sample",
          "ratio write", "ratio restore", "ratio size"],
         rows,
     )
