@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, replace
 
 from exporter.config import Config, ConfigError, Problem, load_config
+from exporter.config.durations import format_duration
 from exporter.endpoint import MetricsEndpoint
+from exporter.history.snapshots import Snapshotter
 from exporter.http.app import App, HttpSettings
 from exporter.http.fdlimit import connection_cap, raise_open_files_limit
 from exporter.http.server import ExporterServer
@@ -147,6 +149,8 @@ class Daemon:
         self.notifiers = build_notifiers(c.notifiers, self.endpoint)
         self._record_reload(True)
         self.endpoint.add_status_provider(self._reload_status)
+        self.history: Snapshotter | None = None
+        self._set_history(c, restore=True)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -168,6 +172,8 @@ class Daemon:
             log.info("web config %s: %s", self.config.http.web_config_file,
                      self.config.http.web_config.describe())
         self.endpoint.start_collection(self.config.interval_ms)
+        if self.history is not None:
+            self.history.start()
         watchdog = self.notifier.watchdog_seconds()
         if watchdog is not None:
             # Several pings per period, all from the collector loop: a hung loop goes silent.
@@ -199,7 +205,9 @@ class Daemon:
         self.notifier.stopping()
         self.server.stop()
         self.notifiers.close()
-        self.endpoint.close()
+        self.endpoint.close()  # stops collection: the last snapshot holds everything
+        if self.history is not None:
+            self.history.stop()
         log.info("stopped")
         return code
 
@@ -250,7 +258,11 @@ class Daemon:
             log.warning("histogram bucket changes need a restart; keeping the current buckets")
         if (new.target, new.sources) != (old.target, old.sources):
             ep.set_sources(build_sources(new))
+        if new.history.max_samples != old.history.max_samples and self.history is not None:
+            self.history.snapshot()  # the longer history, on disk, before a shrink drops it
         ep.reconfigure_storage(new.store_settings())
+        if new.history != old.history:
+            self._set_history(new, restore=False)
         ep.set_alert_rules(new.alerts)
         if new.interval_ms != old.interval_ms:
             ep.set_collection_interval(new.interval_ms)
@@ -262,6 +274,36 @@ class Daemon:
         self.config = replace(
             new, listen=old.listen, latency=replace(new.latency, buckets=old.latency.buckets)
         )
+
+    # --- history ----------------------------------------------------------------------------
+
+    def _set_history(self, config: Config, restore: bool) -> None:
+        """Keep the history in the configured state file: restore it at start; on reload
+        follow a new path or interval (the history in memory is the live one, so a new
+        file is written, not read)."""
+        path = config.history.state_path(os.environ)
+        interval = config.history.snapshot_interval
+        current = self.history
+        if current is not None and current.path == path:
+            if current.interval_s != interval:
+                current.set_interval(interval)
+            return
+        if current is not None:
+            current.stop()  # a last write to the old file
+            self.endpoint.remove_status_provider(current.status)
+            self.history = None
+        if path is None:
+            why = ("history.state_file is null" if config.history.state_file is None
+                   else "no $STATE_DIRECTORY (systemd's StateDirectory=) to put it in")
+            log.info("history is kept in memory only: %s", why)
+            return
+        self.history = Snapshotter(self.endpoint.recorder, path, interval)
+        log.info("history file %s, written every %s", path, format_duration(interval))
+        if restore:
+            self.history.restore()
+        else:
+            self.history.start()
+        self.endpoint.add_status_provider(self.history.status)
 
     def _record_reload(self, ok: bool) -> None:
         self._reload_ok = ok

@@ -70,3 +70,13 @@ class ExtensionRegistry:
 
     def states(self) -> dict[str, ExtensionState]:
         return dict(self._states)
+
+    def restore(self, states: dict[str, ExtensionState], dropped_updates: int,
+                evicted: int) -> int:
+        """Take over saved states (a restart), the most recently reported ones up to the
+        cap; returns how many did not fit."""
+        ordered = sorted(states.items(), key=lambda item: item[1].reported_ms)
+        kept = {name for name, _ in ordered[-self.max_extensions:]}
+        self._states = {name: s for name, s in states.items() if name in kept}
+        self.dropped_updates, self.evicted = dropped_updates, evicted
+        return len(states) - len(kept)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
@@ -80,6 +81,35 @@ class HistogramSnapshot:
     count: int
     sum_seconds: float
     serial: int = 0  # which endpoint slot: (serial, count) identifies the content
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """One endpoint as kept across a restart (see :mod:`exporter.history`)."""
+
+    name: str
+    window: array  # the window's observations in ms, oldest first
+    buckets: tuple[int, ...]  # non-cumulative counts, +Inf last
+    count: int
+    sum_ms: float
+    last_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyState:
+    """Everything a :class:`LatencyTracker` holds, for the history file.  ``interval_*``
+    are the observations not yet averaged into a sample: they join the first tick after a
+    restart instead of being lost."""
+
+    bounds_seconds: tuple[float, ...]
+    endpoints: tuple[EndpointState, ...]
+    total_count: int = 0
+    dropped_observations: int = 0
+    evicted: int = 0
+    last_observation_ms: float | None = None
+    interval_sum: float = 0.0
+    interval_count: int = 0
+
 
 _serials = itertools.count(1)
 
@@ -244,6 +274,54 @@ class LatencyTracker:
                 ep.serial,
             )
         return out
+
+    def export_state(self) -> LatencyState:
+        """A copy of everything held (caller holds the store's lock; copies are cheap)."""
+        return LatencyState(
+            self.bounds_seconds,
+            tuple(
+                EndpointState(name, array("d", ep.window), tuple(ep.buckets), ep.count,
+                              ep.sum_ms, ep.last_ms)
+                for name, ep in self._endpoints.items()
+            ),
+            self.total_count,
+            self.dropped_observations,
+            self.evicted,
+            self.last_observation_ms,
+            self._interval_sum,
+            self._interval_count,
+        )
+
+    def restore_state(self, state: LatencyState) -> list[str]:
+        """Take over a saved state within today's limits: the newest window entries, the
+        most recently observed endpoints up to the cap.  Histogram counts come back only if
+        the buckets are the same (a count in another bucket layout means nothing); the
+        list says what could not be kept."""
+        notes = []
+        same_buckets = state.bounds_seconds == self.bounds_seconds
+        if not same_buckets and state.endpoints:
+            notes.append("histogram buckets changed: per-endpoint counts start from 0")
+        endpoints = sorted(state.endpoints, key=lambda e: e.last_ms)
+        if len(endpoints) > self.max_endpoints:
+            notes.append(f"{len(endpoints) - self.max_endpoints} endpoints beyond "
+                         f"latency.max_endpoints not restored")
+            endpoints = endpoints[-self.max_endpoints:]
+        self._endpoints = {}
+        order = {e.name: i for i, e in enumerate(state.endpoints)}
+        for saved in sorted(endpoints, key=lambda e: order[e.name]):
+            ep = _Endpoint(self.window_size, len(self.bounds_seconds))
+            ep.window.extend(saved.window)
+            ep.last_ms = saved.last_ms
+            if same_buckets:
+                ep.buckets = list(saved.buckets)
+                ep.count, ep.sum_ms = saved.count, saved.sum_ms
+            self._endpoints[saved.name] = ep
+        self.total_count = state.total_count
+        self.dropped_observations = state.dropped_observations
+        self.evicted = state.evicted
+        self.last_observation_ms = state.last_observation_ms
+        self._interval_sum, self._interval_count = state.interval_sum, state.interval_count
+        return notes
 
     def reconfigure(
         self, window_size: int, max_endpoints: int, evict_after_ms: float | None = None

@@ -67,6 +67,19 @@ class RingBuffer:
             self._count += 1
         self.appended += 1
 
+    def load(self, timestamps: array, values: array) -> None:
+        """Replace the contents with these samples (oldest first), keeping the newest that
+        fit: how a restored history comes back without one append per sample."""
+        if len(timestamps) != len(values):
+            raise ValueError("timestamps and values differ in length")
+        keep = min(len(timestamps), self._capacity)
+        start = len(timestamps) - keep
+        self._times[:keep] = timestamps[start:]
+        self._values[:keep] = values[start:]
+        self._count = keep
+        self._head = keep % self._capacity
+        self.appended += keep  # new numbers: nothing cached for the old ones matches
+
     def clear(self) -> None:
         self._head = 0
         self._count = 0

@@ -24,6 +24,7 @@ from exporter.config.model import (
     INTERVAL_MIN,
     LOG_FORMATS,
     LOG_LEVELS,
+    STATE_DIRECTORY,
     Config,
     ExtensionsConfig,
     HistoryConfig,
@@ -132,7 +133,7 @@ def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:
     return Config(
         listen=top.get("listen", checks.listen, _DEFAULT.listen),
         interval=top.get("interval", checks.duration(INTERVAL_MIN, INTERVAL_MAX), 60.0),
-        history=_history(top.section("history", ("max_samples",))),
+        history=_history(top.section("history", _HISTORY_KEYS), base_dir),
         target=_target(w, top.section("target", ("kind", "value")), base_dir),
         sources=_sources(top),
         latency=_latency(w, top.section("latency", _LATENCY_KEYS)),
@@ -144,9 +145,40 @@ def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:
     )
 
 
-def _history(f: Fields) -> HistoryConfig:
+_HISTORY_KEYS = ("max_samples", "state_file", "snapshot_interval")
+MIN_SNAPSHOT_INTERVAL = 1.0
+MAX_SNAPSHOT_INTERVAL = 86400.0
+
+
+def _history(f: Fields, base_dir: Path | None) -> HistoryConfig:
     d = _DEFAULT.history
-    return HistoryConfig(f.get("max_samples", checks.integer(1, MAX_SAMPLES), d.max_samples))
+    state_file = f.get("state_file", checks.optional(_state_file), d.state_file)
+    if state_file is not None and not state_file.startswith(STATE_DIRECTORY + "/"):
+        state_file = str(_resolve(state_file, base_dir))
+    return HistoryConfig(
+        max_samples=f.get("max_samples", checks.integer(1, MAX_SAMPLES), d.max_samples),
+        state_file=state_file,
+        snapshot_interval=f.get(
+            "snapshot_interval",
+            checks.duration(MIN_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_INTERVAL),
+            d.snapshot_interval,
+        ),
+    )
+
+
+def _state_file(value: object) -> str:
+    """A file path; ``$STATE_DIRECTORY/NAME`` names a file in systemd's state folder."""
+    path = checks.string()(value)
+    if "\0" in path:
+        raise ValueError("a path cannot contain a NUL character")
+    if path.endswith("/") or os.path.basename(path) in (".", ".."):
+        raise ValueError(f"{one_line(path)} names a folder; give a file name, e.g. history.bin")
+    if path.startswith("$") and not path.startswith(STATE_DIRECTORY + "/"):
+        raise ValueError(
+            f"only {STATE_DIRECTORY}/ is expanded (systemd's StateDirectory=); "
+            f"got {one_line(path)}"
+        )
+    return path
 
 
 def _target(w: Walker, f: Fields, base_dir: Path | None) -> TargetSpec:

@@ -8,7 +8,9 @@ empty file means.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
@@ -117,9 +119,30 @@ def check_log_level(value: object) -> str:
     return value.upper()
 
 
+STATE_DIRECTORY = "$STATE_DIRECTORY"  # what systemd's StateDirectory= sets
+DEFAULT_STATE_FILE = STATE_DIRECTORY + "/history.bin"
+DEFAULT_SNAPSHOT_INTERVAL_S = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryConfig:
     max_samples: int = DEFAULT_CAPACITY  # ring-buffer capacity per series
+    # Where the history is kept across restarts; None: not kept.  A leading
+    # "$STATE_DIRECTORY/" is the folder systemd gives the service (see ``state_path``).
+    state_file: str | None = DEFAULT_STATE_FILE
+    snapshot_interval: float = DEFAULT_SNAPSHOT_INTERVAL_S  # seconds between writes
+
+    def state_path(self, environ: Mapping[str, str]) -> str | None:
+        """The state file to use in this environment: ``$STATE_DIRECTORY`` is the first
+        folder of that variable (systemd sets it for ``StateDirectory=``); unset, the
+        history is not kept."""
+        if self.state_file is None or not self.state_file.startswith(STATE_DIRECTORY + "/"):
+            return self.state_file
+        folders = environ.get("STATE_DIRECTORY", "")
+        if not folders:
+            return None
+        rest = self.state_file[len(STATE_DIRECTORY) + 1 :]
+        return os.path.join(folders.split(":")[0], rest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs
 from exporter import __version__
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.history.backfill import check_extra_labels, iter_history
 from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.http.openapi import render_openapi
@@ -76,6 +78,8 @@ class Response:
     body: bytes
     content_type: str = JSON_CONTENT_TYPE
     headers: dict[str, str] = field(default_factory=dict)
+    # A body too big to hold at once (a week of history): sent chunked as it is made.
+    stream: Iterator[bytes] | None = None
 
 
 class HttpError(Exception):
@@ -92,6 +96,16 @@ def json_response(doc: Any, status: int = 200) -> Response:
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(status, json.dumps({"error": message}).encode(), headers=headers or {})
+
+
+def _gzip_stream(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """A gzip member made piece by piece (level 5, as the other responses)."""
+    compressor = zlib.compressobj(5, zlib.DEFLATED, 31)  # wbits 31: gzip header and trailer
+    for piece in pieces:
+        out = compressor.compress(piece)
+        if out:
+            yield out
+    yield compressor.flush()
 
 
 def _last_n(query: dict[str, list[str]]) -> int:
@@ -133,6 +147,7 @@ class App:
             "/metrics/alerts": {"GET": self.alerts},
             "/metrics/prometheus": {"GET": self.prometheus},
             "/metrics/csv": {"GET": self.csv},
+            "/metrics/history": {"GET": self.history},
             "/metrics/record": {"POST": self.record},
             "/healthz": {"GET": self.healthz},
             "/openapi.yaml": {"GET": self.openapi},
@@ -177,6 +192,11 @@ class App:
 
     def _maybe_gzip(self, request: Request, response: Response) -> Response:
         response.headers.setdefault("Vary", "Accept-Encoding")
+        if response.stream is not None:
+            if accepts_gzip(request.headers.get("accept-encoding")):
+                response.stream = _gzip_stream(response.stream)
+                response.headers["Content-Encoding"] = "gzip"
+            return response
         if len(response.body) >= GZIP_MIN_BYTES and accepts_gzip(
             request.headers.get("accept-encoding")
         ):
@@ -214,6 +234,21 @@ class App:
     def csv(self, request: Request) -> Response:
         text = self.endpoint.export_csv(_last_n(parse_qs(request.query)))
         return Response(200, text.encode(), CSV_CONTENT_TYPE)
+
+    def history(self, request: Request) -> Response:
+        """Every stored sample with its timestamp, for promtool's backfill; ``label=NAME=VALUE``
+        (repeatable) adds a label to every series, e.g. the job and instance Prometheus
+        gives the scraped ones."""
+        query = parse_qs(request.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"label"})
+        if unknown:
+            raise HttpError(400, f"unknown parameter {unknown[0][:40]!r}; only label=NAME=VALUE")
+        try:
+            labels = check_extra_labels(query.get("label", []), self.endpoint.store.catalog)
+        except ValueError as e:
+            raise HttpError(400, str(e)) from None
+        pieces = iter_history(self.endpoint.recorder, labels)
+        return Response(200, b"", OPENMETRICS_CONTENT_TYPE, stream=pieces)
 
     def healthz(self, request: Request) -> Response:
         """Healthy while the collector keeps its schedule (a stuck loop turns this 503)."""

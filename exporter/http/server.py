@@ -33,6 +33,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
@@ -334,6 +335,22 @@ class ExporterServer:
             response = await self._respond(request, web)
             if keep and http10:  # an HTTP/1.0 client keeps the connection only if told so
                 response.headers["Connection"] = "keep-alive"
+            if response.stream is not None:
+                # A body made piece by piece (a week of history): chunked on HTTP/1.1; on
+                # HTTP/1.0 the end of the body is the end of the connection.
+                chunked = not http10
+                writer.write(self._head(response.status, response, not (keep and chunked),
+                                        request.method == "HEAD", web.config.headers,
+                                        b"Transfer-Encoding: chunked" if chunked else b""))
+                if request.method == "HEAD":
+                    await self._loop.run_in_executor(self._pool, _close_stream, response.stream)
+                elif not await self._send_stream(writer, response.stream, chunked,
+                                                 settings.request_timeout_s):
+                    return
+                if not (keep and chunked):
+                    await self._linger(writer, reader)
+                    return
+                continue
             data = self._head(response.status, response, not keep,
                               request.method == "HEAD", web.config.headers)
             writer.write(data)
@@ -474,9 +491,10 @@ class ExporterServer:
     # --- answers -----------------------------------------------------------------------------
 
     def _head(self, status: int, response: Response, close: bool, head_only: bool,
-              extra: tuple[tuple[str, str], ...]) -> bytes:
+              extra: tuple[tuple[str, str], ...], framing: bytes | None = None) -> bytes:
         """Status line, headers and body in one buffer: two small writes would meet the
-        client's delayed ACK and stall each keep-alive request by ~40 ms."""
+        client's delayed ACK and stall each keep-alive request by ~40 ms.  ``framing``
+        replaces the Content-Length line of a streamed body (b"" leaves it out)."""
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
@@ -486,8 +504,11 @@ class ExporterServer:
             b"Server: " + SERVER,
             b"Date: " + self._date(),
             b"Content-Type: " + response.content_type.encode("latin-1"),
-            b"Content-Length: %d" % len(response.body),
         ]
+        if framing is None:
+            lines.append(b"Content-Length: %d" % len(response.body))
+        elif framing:
+            lines.append(framing)
         for name, value in response.headers.items():
             lines.append(f"{name}: {value}".encode("latin-1"))
         for name, value in extra:
@@ -498,6 +519,33 @@ class ExporterServer:
         lines.append(b"")
         lines.append(b"" if head_only else response.body)
         return b"\r\n".join(lines)
+
+    async def _send_stream(self, writer: asyncio.StreamWriter, stream: Iterator[bytes],
+                           chunked: bool, timeout_s: float) -> bool:
+        """The body in batches made on a handler thread, each written once the client has
+        taken the one before.  A piece that fails to render, or a client that stops reading
+        for ``timeout_s``, ends the connection without the last chunk: the client sees a
+        truncated body, never a complete-looking wrong one."""
+        try:
+            while True:
+                try:
+                    batch = await self._loop.run_in_executor(self._pool, _next_batch, stream)
+                except Exception:
+                    log.exception("rendering a streamed response failed")
+                    return False
+                if batch is None:
+                    break
+                writer.write(b"%x\r\n%s\r\n" % (len(batch), batch) if chunked else batch)
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        await writer.drain()
+                except (TimeoutError, OSError):
+                    return False
+        finally:
+            await self._loop.run_in_executor(self._pool, _close_stream, stream)
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+        return True
 
     def _timeout_answer(self, timeout_s: float, web: WebState) -> bytes:
         key = (timeout_s, web.config.headers, self._date())
@@ -532,6 +580,28 @@ class ExporterServer:
                     if not chunk:
                         break
                     drained += len(chunk)
+
+
+STREAM_BATCH_BYTES = 256 * 1024
+
+
+def _next_batch(stream: Iterator[bytes]) -> bytes | None:
+    """Pieces joined up to about STREAM_BATCH_BYTES (one thread hop per batch, not per
+    piece); None once the stream is done."""
+    pieces: list[bytes] = []
+    size = 0
+    for piece in stream:
+        pieces.append(piece)
+        size += len(piece)
+        if size >= STREAM_BATCH_BYTES:
+            break
+    return b"".join(pieces) if size else None
+
+
+def _close_stream(stream: Iterator[bytes]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 def _has_input(reader: asyncio.StreamReader) -> bool:

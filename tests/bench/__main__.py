@@ -9,6 +9,7 @@ MODULES = [
     "tests.bench.bench_http",
     "tests.bench.bench_daemon",
     "tests.bench.bench_slow_clients",
+    "tests.bench.bench_history",
 ]
 
 if __name__ == "__main__":

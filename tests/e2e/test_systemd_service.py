@@ -475,6 +475,46 @@ def test_watchdog_restarts_a_hung_daemon(box: Container) -> None:
         box.run("systemctl", "daemon-reload")
 
 
+# --- history across a restart -------------------------------------------------------------------
+
+STATE_FILE = "/var/lib/private/crankshaft-exporter/history.bin"  # DynamicUser's StateDirectory
+
+
+def memory_samples(c: Container) -> list[tuple[float, float]]:
+    status, _, body = c.http("/metrics")
+    assert status == 200, body
+    return [(s["timestamp"], s["value"]) for s in json.loads(body)["memory"]["samples"]]
+
+
+def test_restart_keeps_the_history_in_the_state_directory(box: Container) -> None:
+    """StateDirectory= gives the sandboxed DynamicUser a folder; the shipped config keeps
+    $STATE_DIRECTORY/history.bin there; a restart (SIGTERM, final snapshot) brings every
+    sample back with its timestamp."""
+    assert box.show(UNIT, "StateDirectory")["StateDirectory"] == "crankshaft-exporter"
+    before_run = ensure_running(box)
+
+    def three_samples() -> list[tuple[float, float]] | None:
+        got = memory_samples(box)
+        return got if len(got) >= 3 else None
+
+    seen = poll(three_samples, 30, "three memory samples")
+    box.run("systemctl", "restart", UNIT, timeout=60)
+    after_run = wait_active(box)
+    assert after_run["MainPID"] != before_run["MainPID"]
+    state_file = box.host_path(STATE_FILE)
+    assert state_file.is_file(), "no history file in the state directory"
+    OBSERVED["history file bytes"] = state_file.stat().st_size
+    restored = memory_samples(box)
+    assert restored[: len(seen)] == seen, "the restarted service lost samples or timestamps"
+    text = exposition(box)
+    m = re.search(r"^crankshaft_history_restored_samples (\S+)$", text, re.M)
+    assert m and float(m.group(1)) >= len(seen), text[-2000:]
+    messages = [e.get("MESSAGE", "") for e in box.journal(UNIT)]
+    # systemd sets $STATE_DIRECTORY to the public name of the folder
+    where = "/var/lib/crankshaft-exporter/history.bin"
+    assert any(m.startswith("restored ") and where in m for m in messages), messages[-20:]
+
+
 # --- stop ---------------------------------------------------------------------------------------
 
 

@@ -370,6 +370,12 @@ BAD = [
     ("interval: 25h", "interval", 1, "at most 1d"),
     ("interval: yes", "interval", 1, "YAML reads yes as a boolean"),
     ("# c\n\nhistroy:\n  max_samples: 5", "histroy", 3, 'unknown key (did you mean "history"?)'),
+    ("history:\n  snapshot_interval: 0s", "history.snapshot_interval", 2, "at least 1s"),
+    ("history:\n  snapshot_interval: 2d", "history.snapshot_interval", 2, "at most 1d"),
+    ("history:\n  snapshot_interval: -1", "history.snapshot_interval", 2, "must not be negative"),
+    ("history:\n  state_file: /var/lib/x/", "history.state_file", 2, "names a folder"),
+    ("history:\n  state_file: $HOME/h.bin", "history.state_file", 2, "only $STATE_DIRECTORY/"),
+    ("history:\n  state_file: 5", "history.state_file", 2, "expected a string"),
     ("history:\n  max_samples: 0", "history.max_samples", 2, "between 1 and"),
     ('history:\n  max_samples: "100"', "history.max_samples", 2, 'got string "100"'),
     ("history:\n  max_sample: 100", "history.max_sample", 2, 'did you mean "max_samples"'),
@@ -573,7 +579,7 @@ KEYS = sorted(set(top_keys()) | set(ALERT_KEYS) | {
     "max_extensions", "max_body_bytes", "request_timeout", "ingest_allow", "ingest_token_file",
     "idle_timeout", "max_connections", "web_config_file",
     "level", "format", "webhooks", "alertmanager", "url", "timeout", "max_retries",
-    "retry_window", "resend_interval", "headers",
+    "retry_window", "resend_interval", "headers", "state_file", "snapshot_interval",
 })  # fmt: skip
 LEAVES = (
     st.none()
@@ -615,3 +621,26 @@ def test_mutated_default_file_never_raises_anything_else(index: int, junk: str) 
     lines = list(DEFAULT_LINES)
     lines[index] = lines[index][: len(lines[index]) // 2] + junk
     assert_config_or_config_error("\n".join(lines))
+
+
+# --- history persistence keys -----------------------------------------------------------------
+
+
+def test_history_state_file_defaults_to_the_systemd_state_directory() -> None:
+    h = Config.default().history
+    assert h.state_file == "$STATE_DIRECTORY/history.bin" and h.snapshot_interval == 300.0
+    assert h.state_path({"STATE_DIRECTORY": "/var/lib/crankshaft-exporter"}) == (
+        "/var/lib/crankshaft-exporter/history.bin")
+    # several folders (StateDirectory=a b): the first one
+    assert h.state_path({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == "/var/lib/a/history.bin"
+    assert h.state_path({}) is None  # run by hand: kept in memory only
+
+
+def test_history_state_file_null_or_relative(tmp_path: Path) -> None:
+    assert parse_config("history:\n  state_file: null").history.state_path(
+        {"STATE_DIRECTORY": "/s"}) is None
+    config = tmp_path / "exporter.yaml"
+    config.write_text("history:\n  state_file: data/h.bin\n  snapshot_interval: 30s\n")
+    h = load_config(str(config)).history
+    assert h.state_file == str(tmp_path / "data" / "h.bin")  # relative to the config file
+    assert h.state_path({}) == h.state_file and h.snapshot_interval == 30.0
