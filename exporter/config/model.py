@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
 
-from exporter.alerts.rules import DEFAULT_RULES, AlertRule
+from exporter.alerts.rules import SHIPPED_RULES, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.config.errors import quote
 from exporter.latency import DEFAULT_BUCKETS_SECONDS
@@ -58,6 +58,11 @@ class ListenAddress:
             port_text = rest[1:]
         else:
             host, sep, port_text = text.rpartition(":")
+            if not sep and text.isascii() and text.isdigit():  # `--listen 19303`
+                raise ValueError(
+                    f'{quote(text)} has no host part; write HOST:PORT, e.g. ":{text}" (every '
+                    f'interface) or "127.0.0.1:{text}"'
+                )
             if not sep:
                 raise ValueError(
                     f'{quote(text)} has no port; write HOST:PORT, e.g. ":{DEFAULT_PORT}" '
@@ -179,7 +184,7 @@ class Config:
     extensions: ExtensionsConfig = field(default_factory=ExtensionsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    alerts: tuple[AlertRule, ...] = DEFAULT_RULES
+    alerts: tuple[AlertRule, ...] = SHIPPED_RULES
     notifiers: NotifiersConfig = field(default_factory=NotifiersConfig)
 
     @classmethod
