@@ -4,7 +4,7 @@
                         [--log-level LEVEL] [--log-format FORMAT]
     crankshaft-exporter check-config FILE
     crankshaft-exporter default-config
-    crankshaft-exporter alert-rules [--config FILE]
+    crankshaft-exporter alert-rules [--config FILE] [--job NAME] [--runbook-base URL]
     crankshaft-exporter --version
 
 Every failure a user can cause ends with one clear line per problem on stderr and a
@@ -53,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         "alert-rules", help="print Prometheus alerting rules equal to the configured alerts"
     )
     rules.add_argument("--config", metavar="FILE", help="YAML config (default: built-in)")
+    rules.add_argument(
+        "--job",
+        default="crankshaft",
+        help="Prometheus job name of the exporters, for the offline rules (default: crankshaft)",
+    )
+    rules.add_argument(
+        "--runbook-base",
+        metavar="URL",
+        default="README.md",
+        help="where README.md is published; runbook_url is URL#alert-name (default: README.md)",
+    )
     return parser
 
 
@@ -107,7 +118,7 @@ def cmd_alert_rules(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _print_problems(e.problems)
         return EX_CONFIG
-    sys.stdout.write(render_rules(config.alerts, config.interval))
+    sys.stdout.write(render_rules(config.alerts, config.interval, args.job, args.runbook_base))
     return 0
 
 

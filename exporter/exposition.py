@@ -205,7 +205,7 @@ def _alerts(w: _Writer, snap: ExpositionSnapshot) -> None:
         k = (metric, level.lower())
         counts[k] = counts.get(k, 0) + 1
     active: dict[str, int] = {}  # one series per (metric, level) with an enabled rule
-    thresholds: list[tuple[str, float]] = []
+    thresholds: list[tuple[str, float, float]] = []
     for rule in snap.rules:
         if not rule.enabled:
             continue
@@ -218,7 +218,11 @@ def _alerts(w: _Writer, snap: ExpositionSnapshot) -> None:
                 labels(metric=rule.metric, level=lvl), counts.get((rule.metric, lvl), 0)
             )
             thresholds.append(
-                (labels(metric=rule.metric, level=lvl, selector=rule.selector or ""), threshold)
+                (
+                    labels(metric=rule.metric, level=lvl, selector=rule.selector or ""),
+                    threshold,
+                    rule.clear_threshold(level),
+                )
             )
     w.header(
         "crankshaft_alert_active",
@@ -232,8 +236,32 @@ def _alerts(w: _Writer, snap: ExpositionSnapshot) -> None:
         "gauge",
         "Configured alert thresholds, in the unit of the metric they watch",
     )
-    for label_text, value in thresholds:
+    for label_text, value, _ in thresholds:
         w.sample("crankshaft_alert_threshold", label_text, value)
+    # Beside each threshold, the value a firing level must drop to before it clears (the
+    # threshold itself without hysteresis): Prometheus rules compare each instance with its
+    # own pair (exporter/promrules.py), so one rules file serves a fleet.
+    w.header(
+        "crankshaft_alert_clear_threshold",
+        "gauge",
+        "Configured clear thresholds (hysteresis): a firing level holds while the value is above",
+    )
+    for label_text, _, clear in thresholds:
+        w.sample("crankshaft_alert_clear_threshold", label_text, clear)
+    # What GET /metrics/alerts lists: one alert per instance at its highest firing level
+    # (crankshaft_alert_active counts every firing level, so a critical alert is there twice).
+    highest: dict[tuple[str, str], str] = {}
+    for metric, label, level in snap.firing:
+        if LEVELS.index(level) >= LEVELS.index(highest.get((metric, label), LEVELS[0])):
+            highest[(metric, label)] = level
+    w.header(
+        "crankshaft_active_alerts",
+        "gauge",
+        "Alerts listed by GET /metrics/alerts, by the level they are listed at",
+    )
+    for level in LEVELS:
+        n = sum(1 for lvl in highest.values() if lvl == level)
+        w.sample("crankshaft_active_alerts", labels(level=level.lower()), n)
 
 
 def _health(w: _Writer, snap: ExpositionSnapshot) -> None:
