@@ -1,7 +1,7 @@
 """Command line.
 
     crankshaft-exporter [run] [--config FILE] [--listen HOST:PORT] [--interval SECONDS]
-                        [--log-level LEVEL] [--log-format FORMAT]
+                        [--log-level LEVEL] [--log-format FORMAT] [--target KIND:VALUE]
     crankshaft-exporter check-config FILE
     crankshaft-exporter default-config
     crankshaft-exporter alert-rules [--config FILE] [--job NAME] [--runbook-base URL]
@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )
     run.add_argument("--log-format", choices=["auto", "text", "json", "journal"])
+    run.add_argument(
+        "--target",
+        metavar="KIND:VALUE",
+        help="the process to watch, as target: in the file: self, pid:1234, "
+        "pidfile:/run/x.pid, name:crankshaft, cmdline:REGEX, systemd_unit:x.service, none",
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE")
     sub.add_parser("default-config", help="print the default config, every key commented")
@@ -77,7 +83,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError
     from exporter.daemon import Daemon, Overrides, StartupError
 
-    overrides = Overrides(args.listen, args.interval, args.log_level, args.log_format)
+    overrides = Overrides(
+        args.listen, args.interval, args.log_level, args.log_format, target=args.target
+    )
     try:
         daemon = Daemon(args.config, overrides)
     except ConfigError as e:

@@ -46,13 +46,17 @@ class Overrides:
     interval: str | None = None
     log_level: str | None = None
     log_format: str | None = None
+    target: str | None = None
 
 
 def read_config(path: str | None, overrides: Overrides) -> Config:
     config = Config.default() if path is None else load_config(path)
     try:
         return config.with_overrides(
-            listen=overrides.listen, interval=overrides.interval, log_level=overrides.log_level
+            listen=overrides.listen,
+            interval=overrides.interval,
+            log_level=overrides.log_level,
+            target=overrides.target,
         )
     except ValueError as e:
         raise ConfigError([Problem("command line", None, "", str(e))]) from None

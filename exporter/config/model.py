@@ -8,6 +8,7 @@ empty file means.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
@@ -16,7 +17,7 @@ from exporter.alerts.rules import SHIPPED_RULES, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.config.errors import quote
 from exporter.latency import DEFAULT_BUCKETS_SECONDS
-from exporter.sources.targets import TargetSpec
+from exporter.sources.targets import TARGET_KINDS, TargetSpec
 from exporter.store import DEFAULT_CAPACITY
 from exporter.values import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS
 
@@ -203,8 +204,10 @@ class Config:
         listen: str | None = None,
         interval: object = None,
         log_level: str | None = None,
+        target: str | None = None,
     ) -> Config:
-        """This config with the command line's ``--listen/--interval/--log-level`` applied.
+        """This config with the command line's ``--listen/--interval/--log-level/--target``
+        applied.
 
         Raises ValueError with a one-line reason; None leaves a setting as the file has it.
         """
@@ -223,4 +226,38 @@ class Config:
             config = replace(
                 config, logging=replace(config.logging, level=check_log_level(log_level))
             )
+        if target is not None:
+            try:
+                config = replace(config, target=parse_target(target))
+            except ValueError as e:
+                raise ValueError(f"target: {e}") from None
         return config
+
+
+def parse_target(text: str) -> TargetSpec:
+    """``--target KIND:VALUE`` (``self`` and ``none`` alone): the ``target:`` section of the
+    file in one word, for a quick try.  A relative pidfile is relative to the current
+    directory, as a path on a command line is."""
+    kind, sep, value = text.strip().partition(":")
+    kinds = ", ".join(TARGET_KINDS)
+    if kind not in TARGET_KINDS:
+        raise ValueError(
+            f"unknown kind {quote(kind)}; write KIND:VALUE with KIND one of {kinds}, "
+            'e.g. "name:crankshaft" or "systemd_unit:crankshaft.service"'
+        )
+    if kind in ("self", "none"):
+        if sep:
+            raise ValueError(f'kind "{kind}" takes no value; write just "{kind}"')
+        return TargetSpec(kind)
+    if not value:
+        raise ValueError(f'kind "{kind}" needs a value: "{kind}:VALUE"')
+    if kind == "pidfile":
+        value = os.path.abspath(value)
+    spec = TargetSpec(kind, value)
+    try:  # validates (a pid is a positive integer, a cmdline regex compiles)
+        spec.finder()
+    except RecursionError:
+        raise ValueError("the regex is nested too deeply") from None
+    except (re.error, OverflowError) as e:
+        raise ValueError(str(e).splitlines()[0]) from None
+    return TargetSpec("pid", int(value)) if kind == "pid" else spec

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -649,3 +650,32 @@ def test_mutated_default_file_never_raises_anything_else(index: int, junk: str) 
     lines = list(DEFAULT_LINES)
     lines[index] = lines[index][: len(lines[index]) // 2] + junk
     assert_config_or_config_error("\n".join(lines))
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [("self", "self", None), ("none", "none", None), ("pid:42", "pid", 42),
+     ("name:crankshaft", "name", "crankshaft"), ("cmdline:python3 .*openauto", "cmdline",
+                                                "python3 .*openauto"),
+     ("systemd_unit:crankshaft.service", "systemd_unit", "crankshaft.service")],
+)
+def test_target_override(text: str, kind: str, value: object) -> None:
+    c = Config.default().with_overrides(target=text)
+    assert (c.target.kind, c.target.value) == (kind, value)
+
+
+def test_target_override_pidfile_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = Config.default().with_overrides(target="pidfile:run/x.pid")
+    assert c.target.value == str(tmp_path / "run" / "x.pid")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("nope:1", 'target: unknown kind "nope"'), ("pid", 'kind "pid" needs a value'),
+     ("self:1", 'kind "self" takes no value'), ("pid:x", "positive integer"),
+     ("cmdline:(x", "regex")],
+)
+def test_bad_target_override(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Config.default().with_overrides(target=text)
