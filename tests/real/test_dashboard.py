@@ -38,6 +38,7 @@ from exporter.config import parse_duration
 from tests.conftest import REPO, RunningDaemon, require_tool
 from tests.helpers import poll
 from tests.prometheus_server import PrometheusServer, free_port
+from tests.unit.test_promrules import readme_anchors
 
 pytestmark = pytest.mark.real
 
@@ -391,9 +392,7 @@ def test_units_intervals_links_and_annotations() -> None:
                     f"{p['title']}: rate of {counter} needs a min interval >= 2m, "
                     f"has {interval!r}"
                 )
-    readme = (REPO / "README.md").read_text()
-    anchors = {github_anchor(line.lstrip("#").strip())
-               for line in readme.splitlines() if line.startswith("#")}
+    anchors = readme_anchors((REPO / "README.md").read_text())
     assert d["links"]
     for link in d["links"]:
         base, _, anchor = link["url"].partition("#")
@@ -402,12 +401,6 @@ def test_units_intervals_links_and_annotations() -> None:
     names = {a["name"] for a in annotation_queries(d)}
     assert names == {"Alert transitions", "Exporter restarts", "Config reloads",
                      "Failed config reloads"}
-
-
-def github_anchor(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to -."""
-    text = re.sub(r"[^\w\- ]", "", heading.lower().replace("`", ""))
-    return text.replace(" ", "-")
 
 
 # --- every query against a real Prometheus ------------------------------------------------------
@@ -778,3 +771,23 @@ def test_type_check_fails_on_broken_copies(tsc_dir: Path) -> None:
         assert errors.get(file) == {line}, (
             f"{file}: expected one error at line {line}, got {errors.get(file)}\n{r.stdout}"
         )
+
+
+def test_grafana_provisioning_files_load_the_dashboard_from_prometheus() -> None:
+    """The quick path's provisioning files: a Prometheus data source where
+    config/prometheus.yml's Prometheus listens, and a file provider whose folder README's
+    quick path copies the dashboard into."""
+    base = REPO / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((base / "datasources" / "crankshaft-prometheus.yml").read_text())[
+        "datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://127.0.0.1:9090"
+    scrape = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())["global"]
+    assert source["jsonData"]["timeInterval"] == scrape["scrape_interval"]
+    (provider,) = yaml.safe_load(
+        (base / "dashboards" / "crankshaft-exporter.yml").read_text())["providers"]
+    assert provider["type"] == "file"
+    readme = (REPO / "README.md").read_text()
+    assert f"{provider['options']['path']}/crankshaft-exporter.json" in readme
+    for path in ("grafana/provisioning/datasources/crankshaft-prometheus.yml",
+                 "grafana/provisioning/dashboards/crankshaft-exporter.yml"):
+        assert path in readme

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from exporter.alerts.evaluator import AlertEvaluator
-from exporter.alerts.rules import DEFAULT_RULES, SHIPPED_RULES, AlertRule
+from exporter.alerts.rules import ALERTABLE_METRICS, DEFAULT_RULES, SHIPPED_RULES, AlertRule
 from exporter.cli import EX_CONFIG, main
 from exporter.config import Config, format_duration, load_config, parse_duration
 from exporter.promrules import alert_name, build_rules, render_rules
@@ -499,3 +499,43 @@ def test_exposition_publishes_thresholds_clear_thresholds_and_the_listed_alert_c
         assert sum(s.value for s in alert_active) == 3  # why the dashboard does not sum this
     finally:
         ep.close()
+
+
+# --- runbook_url anchors ------------------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def readme_anchors(text: str) -> set[str]:
+    """The anchors of README's headings (lines in fenced code blocks are not headings)."""
+    anchors, fenced = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            anchors.add(github_anchor(line.lstrip("#")))
+    return anchors
+
+
+def test_github_anchor():
+    assert github_anchor(" From `make install` to the dashboard") == (
+        "from-make-install-to-the-dashboard"
+    )
+    assert github_anchor("Prometheus, Grafana and alerts") == "prometheus-grafana-and-alerts"
+    assert readme_anchors("# A\n```\n# not a heading\n```\n## B c\n") == {"a", "b-c"}
+
+
+def test_every_runbook_url_points_at_a_readme_section_that_exists():
+    anchors = readme_anchors((REPO / "README.md").read_text())
+    doc = yaml.safe_load(COMMITTED.read_text())
+    every_metric = [AlertRule(m, 1, 2) for m in ALERTABLE_METRICS]
+    rules = [e for g in doc["groups"] + build_rules(every_metric)["groups"] for e in g["rules"]]
+    assert len(rules) > 20
+    for e in rules:
+        base, _, anchor = e["annotations"]["runbook_url"].partition("#")
+        assert base == "README.md"
+        assert anchor in anchors, f"{e['alert']}: README has no section #{anchor}"
