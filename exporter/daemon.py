@@ -23,9 +23,10 @@ from exporter.logs import setup_logging
 from exporter.notifiers import build_notifiers
 from exporter.sdnotify import SystemdNotifier
 from exporter.snapshot import StatusFamily
+from exporter.sources import registry
 from exporter.sources.base import Source
-from exporter.sources.connections import ConnectionSource
-from exporter.sources.process import ProcessSource
+from exporter.sources.registry import SourceContext
+from exporter.sources.targets import SharedFinder
 
 log = logging.getLogger("exporter.daemon")
 
@@ -63,12 +64,24 @@ def read_config(path: str | None, overrides: Overrides) -> Config:
 
 
 def build_sources(config: Config) -> list[Source]:
+    """Every enabled registered source that has something to read, in registration order;
+    one that cannot start is logged and left out (its series stay absent)."""
     sources: list[Source] = []
     finder = config.target.finder()
-    if finder is not None:
-        sources.append(ProcessSource(finder))
-    if config.connections.port is not None:
-        sources.append(ConnectionSource(config.connections.port))
+    shared = None if finder is None else SharedFinder(finder)
+    for source_type in registry.source_types():
+        wanted = config.source(source_type.name)
+        if wanted is None or not wanted.enabled:
+            continue
+        try:
+            context = SourceContext(config.target, dict(wanted.options), shared)
+            source = source_type.build(context)
+        except Exception as e:  # a broken optional source must not keep the daemon down
+            log.warning("source %s cannot start, its series stay absent: %s",
+                        source_type.name, e)
+            continue
+        if source is not None:
+            sources.append(source)
     return sources
 
 
@@ -78,7 +91,13 @@ def http_settings(config: Config) -> HttpSettings:
         request_timeout_s=config.http.request_timeout,
         ingest_allow=tuple(config.http.ingest_allow),
         ingest_token=config.http.ingest_token,
+        target=describe_target(config),
     )
+
+
+def describe_target(config: Config) -> str:
+    finder = config.target.finder()
+    return "none (values are pushed)" if finder is None else finder.describe()
 
 
 class Daemon:
@@ -102,14 +121,10 @@ class Daemon:
         )
         c = self.config
         self.endpoint = MetricsEndpoint(
-            capacity=c.history.max_samples,
             interval_ms=c.interval_ms,
             rules=c.alerts,
             sources=build_sources(c),
-            latency_window=c.latency.window,
-            max_endpoints=c.latency.max_endpoints,
-            max_extensions=c.extensions.max_extensions,
-            buckets_seconds=c.latency.buckets,
+            settings=c.store_settings(),
         )
         self.app = App(self.endpoint, http_settings(c))
         try:
@@ -135,7 +150,7 @@ class Daemon:
             host,
             port,
             self.config.interval_ms,
-            self._describe_target(),
+            describe_target(self.config),
         )
         self.endpoint.start_collection(self.config.interval_ms)
         watchdog = self.notifier.watchdog_seconds()
@@ -181,10 +196,6 @@ class Daemon:
         self._reload.set()
         self._wake.set()
 
-    def _describe_target(self) -> str:
-        finder = self.config.target.finder()
-        return "none (values are pushed)" if finder is None else finder.describe()
-
     def _status(self) -> str:
         up = self.endpoint.target_up()
         target = {True: "up", False: "down", None: "not sampled"}[up]
@@ -222,14 +233,9 @@ class Daemon:
             log.warning("listen address change (%s -> %s) needs a restart", old.listen, new.listen)
         if new.latency.buckets != old.latency.buckets:
             log.warning("histogram bucket changes need a restart; keeping the current buckets")
-        if (new.target, new.connections) != (old.target, old.connections):
+        if (new.target, new.sources) != (old.target, old.sources):
             ep.set_sources(build_sources(new))
-        ep.reconfigure_storage(
-            new.history.max_samples,
-            new.latency.window,
-            new.latency.max_endpoints,
-            new.extensions.max_extensions,
-        )
+        ep.reconfigure_storage(new.store_settings())
         ep.set_alert_rules(new.alerts)
         if new.interval_ms != old.interval_ms:
             ep.set_collection_interval(new.interval_ms)

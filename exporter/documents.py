@@ -1,7 +1,10 @@
 """The seed's JSON documents (``/metrics``, ``/metrics/summary``, alerts) and its CSV export.
 
-Builders take the store while the caller holds the endpoint's lock and return plain data, so
-serialisation happens after the lock is released.  Field names are exactly the seed's.
+Builders take the store while the caller holds the recorder's lock and return plain data,
+so serialisation happens after the lock is released.  Field names are exactly the seed's;
+every declared series with a JSON key or CSV column appears, the seed's five first.
+``latest`` is the value known now (``current``), null when the series is absent, while
+average/min/max describe the stored samples.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 
 from exporter.alerts.events import ActiveAlert
 from exporter.ringbuffer import stats_of
-from exporter.store import SERIES, MetricStore
+from exporter.series import SeriesSpec
+from exporter.store import MetricStore
 
 HOUR_MS = 3_600_000
 
@@ -30,16 +34,16 @@ class Meta:
 
 
 def _series_doc(
-    name: str, unit: str, times: Any, values: Any, with_samples: bool = True
+    spec: SeriesSpec, latest: float | None, times: Any, values: Any, with_samples: bool = True
 ) -> dict[str, Any]:
     st = stats_of(values)
     # Counts are whole numbers; the seed prints them as such ("latest": 8).
-    conv: Any = int if unit == "count" else float
+    conv: Any = int if spec.whole else float
     doc = {
-        "name": name,
-        "unit": unit,
+        "name": spec.key,
+        "unit": spec.unit,
         "sample_count": st.sample_count,
-        "latest": None if st.latest is None else conv(st.latest),
+        "latest": None if latest is None else conv(latest),
         "average": st.average,
         "min": None if st.min is None else conv(st.min),
         "max": None if st.max is None else conv(st.max),
@@ -51,23 +55,38 @@ def _series_doc(
     return doc
 
 
+def json_series(store: MetricStore) -> list[SeriesSpec]:
+    return [spec for spec in store.catalog if spec.json_key is not None]
+
+
+def csv_series(store: MetricStore) -> list[SeriesSpec]:
+    return [spec for spec in store.catalog if spec.csv_column is not None]
+
+
 def metrics_document(
-    store: MetricStore, meta: Meta, last_n: int | None = None, with_samples: bool = True
+    store: MetricStore,
+    meta: Meta,
+    last_n: int | None = None,
+    with_samples: bool = True,
+    current: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The seed's ``GET /metrics`` document: every series over its newest ``last_n`` samples.
 
-    ``with_samples=False`` leaves the sample arrays out, for the incremental JSON renderer.
+    ``with_samples=False`` leaves the sample arrays out, for the incremental JSON renderer;
+    ``current`` is what is known now (default: the store's).
     """
+    if current is None:
+        current = store.current
     doc: dict[str, Any] = {
         "timestamp": int(meta.timestamp_ms),
         "uptime_ms": int(meta.uptime_ms),
         "is_collecting": meta.is_collecting,
         "collection_interval_ms": meta.collection_interval_ms,
     }
-    for info in SERIES:
-        buf = store.series[info.key]
-        doc[info.json_key] = _series_doc(
-            info.key, info.unit, buf.timestamps(last_n), buf.values(last_n), with_samples
+    for spec in json_series(store):
+        buf = store.series[spec.key]
+        doc[spec.json_key] = _series_doc(  # type: ignore[index]
+            spec, current.get(spec.key), buf.timestamps(last_n), buf.values(last_n), with_samples
         )
     doc["extensions"] = store.extensions.statuses()
     doc["latency_breakdown"] = {
@@ -78,20 +97,25 @@ def metrics_document(
 
 
 def summary_document(
-    store: MetricStore, meta: Meta, active: Iterable[ActiveAlert]
+    store: MetricStore,
+    meta: Meta,
+    active: Iterable[ActiveAlert],
+    current: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The seed's ``GET /metrics/summary``: latest values, last-hour stats, active alerts."""
+    if current is None:
+        current = store.current
     since = meta.timestamp_ms - HOUR_MS
     memory_hour = stats_of(store.series["memory_usage"].values_since(since))
     cpu_hour = stats_of(store.series["cpu_usage"].values_since(since))
     return {
         "timestamp": int(meta.timestamp_ms),
         "uptime_seconds": int(meta.uptime_ms // 1000),
-        "memory_mb": store.latest("memory_usage"),
-        "cpu_percent": store.latest("cpu_usage"),
-        "active_connections": _as_count(store.latest("active_connections")),
-        "total_connections": _as_count(store.latest("total_connections")),
-        "avg_latency_ms": store.latest("request_latency"),
+        "memory_mb": current.get("memory_usage"),
+        "cpu_percent": current.get("cpu_usage"),
+        "active_connections": _as_count(current.get("active_connections")),
+        "total_connections": _as_count(current.get("total_connections")),
+        "avg_latency_ms": current.get("request_latency"),
         "last_hour": {
             "memory_avg": memory_hour.average,
             "memory_max": memory_hour.max,
@@ -124,16 +148,17 @@ def csv_rows(store: MetricStore, last_n: int | None = None) -> tuple[list[str], 
     Series sampled on the same tick share a timestamp and so a row; a value pushed between
     ticks gets a row of its own, with the other columns empty.
     """
-    header = ["timestamp"] + [info.csv_column for info in SERIES]
+    columns = csv_series(store)
+    header = ["timestamp"] + [spec.csv_column or "" for spec in columns]
     by_time: dict[int, list[str]] = {}
-    for col, info in enumerate(SERIES, start=1):
-        buf = store.series[info.key]
-        fmt = _count_text if info.unit == "count" else repr
+    for col, spec in enumerate(columns, start=1):
+        buf = store.series[spec.key]
+        fmt = _count_text if spec.whole else repr
         for t, v in zip(buf.timestamps(last_n), buf.values(last_n), strict=True):
             ms = int(t)  # rows are keyed by the timestamp as printed
             row = by_time.get(ms)
             if row is None:
-                row = by_time[ms] = [str(ms)] + [""] * len(SERIES)
+                row = by_time[ms] = [str(ms)] + [""] * len(columns)
             row[col] = fmt(v)
     return header, [by_time[t] for t in sorted(by_time)]
 

@@ -11,7 +11,8 @@ last observation cannot leave half a batch recorded.  The document::
     }
 
 Every key is optional, but a batch must carry something.  Field names are the seed's
-summary names; ``latency_ms`` maps an endpoint to one observation or a list of them.
+summary names (each declared by its series, ``SeriesSpec.push_field``); ``latency_ms`` maps
+an endpoint to one observation or a list of them.
 """
 
 from __future__ import annotations
@@ -25,14 +26,6 @@ from exporter.labels import check_name
 from exporter.latency import MAX_ENDPOINT_LENGTH
 from exporter.values import check_count, check_gauge
 
-# Document field -> (series key, whole number?)
-GAUGE_FIELDS: dict[str, tuple[str, bool]] = {
-    "memory_mb": ("memory_usage", False),
-    "cpu_percent": ("cpu_usage", False),
-    "active_connections": ("active_connections", True),
-    "total_connections": ("total_connections", True),
-}
-FIELDS = (*GAUGE_FIELDS, "extensions", "latency_ms")
 MAX_OBSERVATIONS = 100_000  # per batch; the body-size limit usually bites first
 
 
@@ -96,16 +89,29 @@ def _number(path: str, value: Any, whole: bool) -> float:
         raise BatchError(str(e)) from None
 
 
+def gauge_fields() -> dict[str, tuple[str, bool]]:
+    """Document field -> (series key, whole number?), from the declared series."""
+    from exporter.sources.registry import all_series
+
+    return {s.push_field: (s.key, s.whole) for s in all_series() if s.push_field is not None}
+
+
+def fields() -> tuple[str, ...]:
+    return (*gauge_fields(), "extensions", "latency_ms")
+
+
 def parse_batch(doc: Any) -> Batch:
     if not isinstance(doc, dict):
         raise BatchError("body must be a JSON object")
-    unknown = sorted(set(doc) - set(FIELDS))
+    by_field = gauge_fields()
+    known = (*by_field, "extensions", "latency_ms")
+    unknown = sorted(set(doc) - set(known))
     if unknown:
-        raise BatchError(f"{unknown[0]}: unknown field; known fields are {', '.join(FIELDS)}")
+        raise BatchError(f"{unknown[0]}: unknown field; known fields are {', '.join(known)}")
     if not doc:
-        raise BatchError(f"empty batch: give at least one of {', '.join(FIELDS)}")
+        raise BatchError(f"empty batch: give at least one of {', '.join(known)}")
     batch = Batch()
-    for name, (key, whole) in GAUGE_FIELDS.items():
+    for name, (key, whole) in by_field.items():
         if name in doc:
             batch.gauges[key] = _number(name, doc[name], whole)
     extensions = doc.get("extensions", {})

@@ -13,11 +13,9 @@ import json
 from array import array
 from typing import Any
 
-from exporter.documents import Meta, metrics_document
+from exporter.documents import Meta, json_series, metrics_document
 from exporter.ringbuffer import RingBuffer
-from exporter.store import SERIES, MetricStore
-
-_SERIES_BY_JSON_KEY = {info.json_key: info for info in SERIES}
+from exporter.store import MetricStore
 
 
 class SamplesJson:
@@ -69,19 +67,35 @@ class SamplesJson:
 
 
 class MetricsJsonRenderer:
-    """Holds the per-series caches; one per store, used under the endpoint's lock."""
+    """Holds the per-series caches; one per store, used under the recorder's lock."""
 
     def __init__(self) -> None:
-        self._samples = {info.key: SamplesJson(info.unit == "count") for info in SERIES}
+        # per series key: the buffer the cache follows (a re-declared series gets a new one)
+        self._samples: dict[str, tuple[RingBuffer, SamplesJson]] = {}
 
-    def render(self, store: MetricStore, meta: Meta, last_n: int | None = None) -> bytes:
-        doc: dict[str, Any] = metrics_document(store, meta, last_n, with_samples=False)
+    def render(
+        self,
+        store: MetricStore,
+        meta: Meta,
+        last_n: int | None = None,
+        current: dict[str, float] | None = None,
+    ) -> bytes:
+        doc: dict[str, Any] = metrics_document(store, meta, last_n, False, current)
+        by_json_key = {spec.json_key: spec for spec in json_series(store)}
+        live = set()
         parts = []
         for key, value in doc.items():
             text = json.dumps(value, separators=(",", ":"))
-            info = _SERIES_BY_JSON_KEY.get(key)
-            if info is not None:  # splice the cached sample text into the series object
-                samples = self._samples[info.key].window(store.series[info.key], last_n)
+            spec = by_json_key.get(key)
+            if spec is not None:  # splice the cached sample text into the series object
+                buf = store.series[spec.key]
+                live.add(spec.key)
+                followed = self._samples.get(spec.key)
+                if followed is None or followed[0] is not buf:
+                    followed = self._samples[spec.key] = (buf, SamplesJson(spec.whole))
+                samples = followed[1].window(buf, last_n)
                 text = f'{text[:-1]},"samples":[{samples}]}}'
             parts.append(f"{json.dumps(key)}:{text}")
+        for stale in self._samples.keys() - live:
+            del self._samples[stale]
         return ("{" + ",".join(parts) + "}").encode()

@@ -9,6 +9,7 @@ endpoint names cannot grow memory or Prometheus cardinality without bound.
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from collections import deque
@@ -16,6 +17,21 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from exporter.labels import check_name
+from exporter.series import SeriesSpec
+
+#: The seed's latency series: the mean of each interval's observations.
+REQUEST_LATENCY = SeriesSpec(
+    key="request_latency",
+    metric="crankshaft_request_latency_ms",
+    help="Average request latency in milliseconds",
+    unit="ms",
+    json_key="latency",
+    csv_column="request_latency_ms",
+)
+DEFAULT_WINDOW = 1000
+DEFAULT_MAX_ENDPOINTS = 100
+DEFAULT_QUIET_AFTER_S = 300.0  # no observation for this long: "no traffic"
+DEFAULT_EVICT_AFTER_S = 900.0  # an endpoint idle this long may give its slot to a new one
 
 # Prometheus' default buckets (seconds): the seed's 500 ms / 1000 ms thresholds are bounds.
 DEFAULT_BUCKETS_SECONDS: tuple[float, ...] = (
@@ -63,17 +79,22 @@ class HistogramSnapshot:
     cumulative_counts: tuple[int, ...]
     count: int
     sum_seconds: float
+    serial: int = 0  # which endpoint slot: (serial, count) identifies the content
+
+_serials = itertools.count(1)
 
 
 class _Endpoint:
-    __slots__ = ("buckets", "count", "sorted_cache", "sum_ms", "window")
+    __slots__ = ("buckets", "count", "last_ms", "serial", "sorted_cache", "sum_ms", "window")
 
     def __init__(self, window_size: int, n_buckets: int) -> None:
+        self.serial = next(_serials)  # a re-admitted endpoint is a new one
         self.window: deque[float] = deque(maxlen=window_size)
         self.buckets = [0] * (n_buckets + 1)  # non-cumulative; last is +Inf
         self.count = 0
         self.sum_ms = 0.0
         self.sorted_cache: list[float] | None = None
+        self.last_ms = 0.0  # when it was last observed
 
 
 def validate_latency(endpoint: object, latency_ms: object) -> tuple[str, float]:
@@ -88,13 +109,19 @@ def validate_latency(endpoint: object, latency_ms: object) -> tuple[str, float]:
 
 
 class LatencyTracker:
-    """Not locked: the store serialises access."""
+    """Not locked: the store serialises access.
+
+    At the endpoint cap a new endpoint takes the slot of the one observed least recently,
+    if that one has been idle for ``evict_after_ms``; otherwise its observations are
+    counted as dropped.  So invented names can hold the slots for ``evict_after`` at most.
+    """
 
     def __init__(
         self,
-        window_size: int = 1000,
-        max_endpoints: int = 100,
+        window_size: int = DEFAULT_WINDOW,
+        max_endpoints: int = DEFAULT_MAX_ENDPOINTS,
         buckets_seconds: tuple[float, ...] = DEFAULT_BUCKETS_SECONDS,
+        evict_after_ms: float = DEFAULT_EVICT_AFTER_S * 1000.0,
     ) -> None:
         if window_size < 1:
             raise ValueError("latency window size must be at least 1")
@@ -105,6 +132,9 @@ class LatencyTracker:
             raise ValueError("histogram buckets must be positive finite numbers of seconds")
         self.window_size = window_size
         self.max_endpoints = max_endpoints
+        self.evict_after_ms = evict_after_ms
+        self.evicted = 0  # endpoints that gave their slot to a new one
+        self.last_observation_ms: float | None = None
         self.bounds_seconds = bounds
         self._endpoints: dict[str, _Endpoint] = {}
         self.dropped_observations = 0  # observations of endpoints beyond the cap
@@ -112,14 +142,27 @@ class LatencyTracker:
         self._interval_sum = 0.0
         self._interval_count = 0
 
-    def observe(self, endpoint: str, latency_ms: float) -> bool:
+    def _admit(self, endpoint: str, now_ms: float) -> _Endpoint | None:
+        """A slot for a new endpoint, freeing the least recently observed idle one at the cap."""
+        if len(self._endpoints) >= self.max_endpoints:
+            oldest = min(self._endpoints, key=lambda name: self._endpoints[name].last_ms)
+            if now_ms - self._endpoints[oldest].last_ms < self.evict_after_ms:
+                return None
+            del self._endpoints[oldest]
+            self.evicted += 1
+        ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self.bounds_seconds))
+        return ep
+
+    def observe(self, endpoint: str, latency_ms: float, now_ms: float = 0.0) -> bool:
         """Record one checked observation; False if the endpoint cap dropped it."""
         ep = self._endpoints.get(endpoint)
         if ep is None:
-            if len(self._endpoints) >= self.max_endpoints:
+            ep = self._admit(endpoint, now_ms)
+            if ep is None:
                 self.dropped_observations += 1
                 return False
-            ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self.bounds_seconds))
+        ep.last_ms = now_ms
+        self.last_observation_ms = now_ms
         ep.window.append(latency_ms)
         ep.sorted_cache = None
         # Compare in seconds: 1.001 * 1000.0 is 1000.9999999999999, 1001 / 1000 is 1.001.
@@ -131,16 +174,18 @@ class LatencyTracker:
         self._interval_count += 1
         return True
 
-    def observe_many(self, endpoint: str, latencies_ms: list[float]) -> int:
+    def observe_many(self, endpoint: str, latencies_ms: list[float], now_ms: float = 0.0) -> int:
         """Record checked observations of one endpoint; returns how many the cap dropped."""
         if not latencies_ms:
             return 0
         ep = self._endpoints.get(endpoint)
         if ep is None:
-            if len(self._endpoints) >= self.max_endpoints:
+            ep = self._admit(endpoint, now_ms)
+            if ep is None:
                 self.dropped_observations += len(latencies_ms)
                 return len(latencies_ms)
-            ep = self._endpoints[endpoint] = _Endpoint(self.window_size, len(self.bounds_seconds))
+        ep.last_ms = now_ms
+        self.last_observation_ms = now_ms
         ep.window.extend(latencies_ms)
         ep.sorted_cache = None
         buckets, bounds = ep.buckets, self.bounds_seconds
@@ -192,11 +237,17 @@ class LatencyTracker:
         out = {}
         for name, ep in self._endpoints.items():
             out[name] = HistogramSnapshot(
-                self.bounds_seconds, tuple(accumulate(ep.buckets)), ep.count, ep.sum_ms / 1000.0
+                self.bounds_seconds,
+                tuple(accumulate(ep.buckets)),
+                ep.count,
+                ep.sum_ms / 1000.0,
+                ep.serial,
             )
         return out
 
-    def reconfigure(self, window_size: int, max_endpoints: int) -> None:
+    def reconfigure(
+        self, window_size: int, max_endpoints: int, evict_after_ms: float | None = None
+    ) -> None:
         """Apply new limits on reload, keeping what is recorded (newest window entries)."""
         if window_size < 1 or max_endpoints < 1:
             raise ValueError("window size and max endpoints must be at least 1")
@@ -206,3 +257,5 @@ class LatencyTracker:
                 ep.sorted_cache = None
             self.window_size = window_size
         self.max_endpoints = max_endpoints
+        if evict_after_ms is not None:
+            self.evict_after_ms = evict_after_ms

@@ -35,16 +35,13 @@ import yaml
 
 from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
 from exporter.config.durations import format_duration
+from exporter.series import STATESET, SeriesSpec
+from exporter.sources.registry import all_series
 
-# metric -> (PromQL for the watched value, ``{m}`` standing for its label matchers; labels
-# identifying one alert instance).  No aggregation, so labels a scrape config adds (such as
-# the example's ``vehicle``) reach the alert.
-VALUE_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
-    "memory_usage": ("crankshaft_memory_usage_mb{m}", ()),
-    "cpu_usage": ("crankshaft_cpu_usage_percent{m}", ()),
-    "active_connections": ("crankshaft_websocket_active_connections{m}", ()),
-    "total_connections": ("crankshaft_websocket_connections_total{m}", ()),
-    "request_latency": ("crankshaft_request_latency_ms{m}", ()),
+# Metrics that are no declared series: metric -> (PromQL for the watched value, ``{m}``
+# standing for its label matchers; labels identifying one alert instance).  No aggregation,
+# so labels a scrape config adds (such as the example's ``vehicle``) reach the alert.
+SPECIAL_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "request_latency_p95": (
         "histogram_quantile(0.95, rate(crankshaft_request_duration_seconds_bucket{m}[5m])) * 1000",
         ("endpoint",),
@@ -56,28 +53,81 @@ VALUE_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "extension_crashed": ("crankshaft_extension_status{m}", ("extension",)),
     "target_down": ("(1 - crankshaft_target_up{m})", ()),
 }
-BASE_MATCHERS = {"extension_crashed": ('status="crashed"',)}
+SPECIAL_MATCHERS = {"extension_crashed": ('status="crashed"',)}
+SPECIAL_UNITS = {"request_latency_p95": " ms", "request_latency_p99": " ms"}
+# How the seed's units read after a number in an annotation.  The seed's "MB" is RSS / 2**20
+# (exporter/sources/process.py), so it reads as MiB.
+_UNIT_TEXT = {"%": "%", "count": "", "flags": "", "MB": " MiB"}
 THRESHOLD = "crankshaft_alert_threshold"
 CLEAR_THRESHOLD = "crankshaft_alert_clear_threshold"
 JOIN = ("job", "instance")
 DEFAULT_JOB = "crankshaft"  # the job name of config/prometheus.yml
 DEFAULT_RUNBOOK_BASE = "README.md"
 
-# metric -> (what the value is, unit suffix, Go printf verb for the value and thresholds)
-PRESENTATION: dict[str, tuple[str, str, str]] = {
-    "memory_usage": ("Memory (RSS) of the monitored process", " MiB", "%.1f"),
-    "cpu_usage": ("CPU usage of the monitored process", "%", "%.1f"),
-    "active_connections": ("Active connections", "", "%.0f"),
-    "total_connections": ("Connections since start", "", "%.0f"),
-    "request_latency": ("Average request latency", " ms", "%.1f"),
-    "request_latency_p95": ("p95 latency of {{ $labels.endpoint }}", " ms", "%.1f"),
-    "request_latency_p99": ("p99 latency of {{ $labels.endpoint }}", " ms", "%.1f"),
-    "extension_crashed": ("", "", "%.0f"),
-    "target_down": ("", "", "%.0f"),
+# What the value is, in an annotation.  The seed's five series keep its HELP texts, which
+# read poorly in a sentence ("Process memory usage in megabytes is 2100.0 MiB"); every other
+# declared series is named by its HELP text.
+SPECIAL_WHAT = {
+    "memory_usage": "Memory (RSS) of the monitored process",
+    "cpu_usage": "CPU usage of the monitored process",
+    "active_connections": "Active connections",
+    "total_connections": "Connections since start",
+    "request_latency": "Average request latency",
+    "request_latency_p95": "p95 latency of {{ $labels.endpoint }}",
+    "request_latency_p99": "p99 latency of {{ $labels.endpoint }}",
 }
-# Unit suffixes by metric, for other writers of alert text (the Alertmanager notifier).
-UNITS = {metric: unit for metric, (_, unit, _) in PRESENTATION.items() if unit}
 WHERE = "{{ $labels.instance }}{{ with $labels.vehicle }} (vehicle {{ . }}){{ end }}"
+
+
+def _declared(metric: str) -> SeriesSpec | None:
+    return {s.key: s for s in all_series()}.get(metric)
+
+
+def _series_expr(spec: SeriesSpec) -> str:
+    if spec.kind == STATESET:  # any state true
+        return f"(sum without ({spec.metric}) ({spec.metric}{{m}}))"
+    return spec.sample_name + "{m}"
+
+
+def value_exprs() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every alert metric's PromQL: declared series (from their declarations) and the rest."""
+    exprs = {s.key: (_series_expr(s), ()) for s in all_series() if s.alert}
+    return {**exprs, **SPECIAL_EXPR}
+
+
+def _base_matchers(metric: str) -> tuple[str, ...]:
+    spec = _declared(metric)
+    if spec is not None:
+        return tuple(f'{k}="{_escape(v)}"' for k, v in spec.labels)
+    return SPECIAL_MATCHERS.get(metric, ())
+
+
+def unit_text(metric: str) -> str:
+    """How the metric's unit reads after a number ("%", " MiB", "" for counts)."""
+    spec = _declared(metric)
+    if spec is not None:
+        return _UNIT_TEXT.get(spec.unit, " " + spec.unit)
+    return SPECIAL_UNITS.get(metric, "")
+
+
+def _verb(metric: str) -> str:
+    """Go printf verb for the value and its thresholds: whole numbers for counts and flags."""
+    spec = _declared(metric)
+    if spec is not None and (spec.whole or spec.unit in ("count", "flags")):
+        return "%.0f"
+    return "%.0f" if metric in ("extension_crashed", "target_down") else "%.1f"
+
+
+def _what(metric: str) -> str:
+    spec = _declared(metric)
+    if metric in SPECIAL_WHAT or spec is None:
+        return SPECIAL_WHAT.get(metric, metric)
+    what = spec.help
+    if spec.labels:
+        what += " (" + ", ".join(f"{k} {v}" for k, v in spec.labels) + ")"
+    if spec.kind == STATESET:  # the value is how many of its states are set
+        what += f": the number of states set among {', '.join(spec.states)}"
+    return what
 
 
 def alert_name(metric: str) -> str:
@@ -92,7 +142,8 @@ def runbook_anchor(alertname: str) -> str:
 def _selector(metric: str, rule: AlertRule, siblings: list[AlertRule]) -> str:
     """Label matchers: a selector rule watches its label value; the general rule of the
     same metric then leaves those values to it (as the exporter's evaluator does)."""
-    label = VALUE_EXPR[metric][1][0] if VALUE_EXPR[metric][1] else None
+    identity = value_exprs()[metric][1]
+    label = identity[0] if identity else None
     if label is None:
         return ""
     if rule.selector is not None:
@@ -113,8 +164,9 @@ def _escape(text: str) -> str:
 
 
 def _value_expr(metric: str, selector: str) -> str:
-    matchers = [*BASE_MATCHERS.get(metric, ()), *([selector] if selector else [])]
-    return VALUE_EXPR[metric][0].format(m="{" + ",".join(matchers) + "}" if matchers else "")
+    matchers = [*_base_matchers(metric), *([selector] if selector else [])]
+    block = "{" + ",".join(matchers) + "}" if matchers else ""
+    return value_exprs()[metric][0].replace("{m}", block)
 
 
 def _threshold_series(family: str, rule: AlertRule, severity: str) -> str:
@@ -124,9 +176,9 @@ def _threshold_series(family: str, rule: AlertRule, severity: str) -> str:
 
 def _threshold_template(rule: AlertRule, severity: str) -> str:
     """The instance's own threshold, looked up when the alert is rendered."""
-    label = VALUE_EXPR[rule.metric][1]
+    label = value_exprs()[rule.metric][1]
     selector = f"$labels.{label[0]}" if rule.selector is not None else '""'
-    verb = PRESENTATION[rule.metric][2]
+    verb = _verb(rule.metric)
     return (
         '{{ with printf "' + THRESHOLD + '{job=%q,instance=%q,metric=%q,level=%q,selector=%q}" '
         f'$labels.job $labels.instance "{rule.metric}" "{severity}" {selector} | query }}}}'
@@ -135,7 +187,7 @@ def _threshold_template(rule: AlertRule, severity: str) -> str:
 
 
 def _annotations(rule: AlertRule, severity: str, runbook_base: str) -> dict[str, str]:
-    what, unit, verb = PRESENTATION[rule.metric]
+    what, unit, verb = _what(rule.metric), unit_text(rule.metric), _verb(rule.metric)
     title = _literal(rule.description or f"{rule.metric} above {severity} threshold")
     if rule.metric in ("request_latency_p95", "request_latency_p99"):
         title += " ({{ $labels.endpoint }})"
@@ -166,7 +218,7 @@ def rule_entries(
     if not rule.enabled:
         return []
     name = alert_name(rule.metric)
-    identity = (*JOIN, *VALUE_EXPR[rule.metric][1])
+    identity = (*JOIN, *value_exprs()[rule.metric][1])
     value = _value_expr(rule.metric, _selector(rule.metric, rule, siblings))
     join = f"on ({', '.join(JOIN)}) group_left ()"
     entries = []
@@ -353,11 +405,12 @@ def render_rules(
 
 __all__ = [
     "CRITICAL",
-    "UNITS",
     "WARNING",
     "alert_name",
     "build_rules",
     "health_entries",
     "render_rules",
     "runbook_anchor",
+    "unit_text",
+    "value_exprs",
 ]

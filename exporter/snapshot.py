@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from exporter.alerts.rules import AlertRule
 from exporter.latency import HistogramSnapshot
+from exporter.series import SeriesSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,9 +23,10 @@ class StatusFamily:
 
 @dataclass(frozen=True, slots=True)
 class ExpositionSnapshot:
-    """What the Prometheus collector renders, taken in one moment under the lock."""
+    """What the Prometheus collectors render, taken in one moment under the lock."""
 
-    latest: dict[str, float | None]
+    catalog: tuple[SeriesSpec, ...]
+    current: dict[str, float]  # values present now; a declared series missing here is absent
     histograms: dict[str, HistogramSnapshot]
     extensions: dict[str, str]
     firing: list[tuple[str, str, str]]  # (metric, label, level) of every firing level
@@ -35,4 +37,6 @@ class ExpositionSnapshot:
     collection_errors: dict[str, int]
     dropped_latency_observations: int
     dropped_extension_updates: int
+    evicted_endpoints: int
+    evicted_extensions: int
     status: list[StatusFamily]  # from the registered status providers

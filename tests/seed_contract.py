@@ -86,3 +86,29 @@ SEED_THRESHOLDS = {
     for metric, (warning, critical, _) in SEED_DEFAULT_ALERTS.items()
     for level, threshold in (("warning", warning), ("critical", critical))
 }
+# Beyond the seed: what the daemon's default sources (process detail, board health) add to
+# GET /metrics and GET /metrics/csv, after the seed's keys and columns.
+DEFAULT_SOURCE_JSON_KEYS = {
+    "threads",
+    "open_fds",
+    "io_read_bytes",
+    "io_written_bytes",
+    "voluntary_context_switches",
+    "involuntary_context_switches",
+    "cpu_temperature",
+    "throttled",
+    "throttled_since_boot",
+}
+DAEMON_METRICS_KEYS = METRICS_KEYS | DEFAULT_SOURCE_JSON_KEYS
+DAEMON_CSV_HEADER = [
+    *CSV_HEADER,
+    "threads",
+    "open_fds",
+    "io_read_bytes",
+    "io_written_bytes",
+    "voluntary_context_switches",
+    "involuntary_context_switches",
+    "cpu_temperature_celsius",
+    "throttled_flags",
+    "throttled_since_boot_flags",
+]

@@ -108,6 +108,22 @@ class AlertEvaluator:
                 inst.rule = rule
         return events
 
+    def resolve_metrics(self, metrics: Iterable[str], now_ms: float) -> list[AlertEvent]:
+        """Forget every instance of these metrics, resolving the firing ones: for values that
+        are gone for a reason (no traffic), not merely unread this tick (which holds)."""
+        wanted = set(metrics)
+        events = []
+        for key, inst in list(self._instances.items()):
+            if key[0] in wanted:
+                if inst.level is not None:
+                    events.append(self._event(RESOLVED, key, inst, inst.level, inst.level, now_ms))
+                del self._instances[key]
+        return events
+
+    def watches(self, metric: str) -> bool:
+        """Whether an enabled rule looks at this metric (so its input is worth computing)."""
+        return any(r.enabled and r.metric == metric for r in self._rules.values())
+
     # --- evaluation ------------------------------------------------------------------------
 
     def evaluate(self, now_ms: float, values: Mapping[InstanceKey, float]) -> list[AlertEvent]:
@@ -119,6 +135,8 @@ class AlertEvaluator:
                 continue
             inst = self._instances.get(key)
             if inst is None:
+                if not _above_any(rule, value):  # quiet and no state: nothing to keep
+                    continue
                 inst = self._instances[key] = _Instance(rule)
             inst.rule = rule
             inst.value = value
@@ -189,6 +207,15 @@ class AlertEvaluator:
             timestamp_ms=now,
             labels=labels_for(*key),
         )
+
+
+def _above_any(rule: AlertRule, value: float) -> bool:
+    """Whether a level's condition holds for a value with no state (no hysteresis yet)."""
+    for level in LEVELS:
+        threshold = rule.threshold(level)
+        if threshold is not None and value > threshold:
+            return True
+    return False
 
 
 def _step(state: _Level, rule: AlertRule, level: str, value: float, now_ms: float) -> bool:

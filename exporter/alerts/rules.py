@@ -9,20 +9,24 @@ WARNING = "WARNING"
 CRITICAL = "CRITICAL"
 LEVELS = (WARNING, CRITICAL)  # ascending severity
 
-# Metrics a rule may watch.  The first five are the seed's series names; the percentile
-# metrics are evaluated per endpoint, extension_crashed per extension (1 while crashed),
-# target_down is 1 while no target process exists.
-SERIES_METRICS = (
-    "memory_usage",
-    "cpu_usage",
-    "active_connections",
-    "total_connections",
-    "request_latency",
-)
+# Metrics a rule may watch: every declared series that offers itself to alerts (the seed's
+# five first, see exporter.sources.registry), plus the percentile metrics, evaluated per
+# endpoint, extension_crashed per extension (1 while crashed), and target_down (1 while no
+# target process exists).
 ENDPOINT_METRICS = ("request_latency_p95", "request_latency_p99")
 EXTENSION_METRICS = ("extension_crashed",)
 STATE_METRICS = ("target_down",)
-ALERTABLE_METRICS = SERIES_METRICS + ENDPOINT_METRICS + EXTENSION_METRICS + STATE_METRICS
+LATENCY_METRICS = ("request_latency", *ENDPOINT_METRICS)  # resolve when traffic stops
+
+
+def series_metrics() -> tuple[str, ...]:
+    from exporter.sources.registry import alert_metrics  # the registry imports no alerts
+
+    return alert_metrics()
+
+
+def alertable_metrics() -> tuple[str, ...]:
+    return series_metrics() + ENDPOINT_METRICS + EXTENSION_METRICS + STATE_METRICS
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,9 @@ def rule_problems(rule: AlertRule) -> list[str]:
     """Every reason the rule is invalid (empty when valid); messages name the field."""
     problems = []
     m = rule.metric
-    if m not in ALERTABLE_METRICS:
-        problems.append(f"metric: unknown metric {m!r}; one of {', '.join(ALERTABLE_METRICS)}")
+    known = alertable_metrics()
+    if m not in known:
+        problems.append(f"metric: unknown metric {m!r}; one of {', '.join(known)}")
     for name in ("warning_threshold", "critical_threshold", "warning_clear", "critical_clear"):
         if not _finite(getattr(rule, name)):
             problems.append(f"{name}: must be a finite number, got {getattr(rule, name)!r}")
@@ -99,6 +104,9 @@ def rule_problems(rule: AlertRule) -> list[str]:
     return problems
 
 
+#: The seed's name for a rule: ``MetricAlert("memory_usage", 1800.0, 2200.0, "High memory")``.
+MetricAlert = AlertRule
+
 DEFAULT_RULES: tuple[AlertRule, ...] = (
     # The seed's four default alerts, thresholds and descriptions as it lists them.
     AlertRule("memory_usage", 1536.0, 2048.0, "Memory usage high"),
@@ -121,7 +129,10 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 # once.  DEFAULT_RULES (what MetricsEndpoint() starts with) keep the seed's behaviour:
 # a rule added with the seed's AlertRule(metric, warning, critical, description) has no `for`
 # and fires on the first sample that crosses.
-SHIPPED_FOR_SECONDS = {**dict.fromkeys(SERIES_METRICS, 300.0), "target_down": 60.0}
+SHIPPED_FOR_SECONDS = {
+    **dict.fromkeys(("memory_usage", "cpu_usage", "active_connections", "request_latency"), 300.0),
+    "target_down": 60.0,
+}
 SHIPPED_RULES: tuple[AlertRule, ...] = tuple(
     replace(rule, for_seconds=SHIPPED_FOR_SECONDS.get(rule.metric, 0.0)) for rule in DEFAULT_RULES
 )

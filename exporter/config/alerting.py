@@ -12,11 +12,11 @@ import re
 from yaml.nodes import MappingNode, Node
 
 from exporter.alerts.rules import (
-    ALERTABLE_METRICS,
     ENDPOINT_METRICS,
     EXTENSION_METRICS,
     SHIPPED_RULES,
     AlertRule,
+    alertable_metrics,
     rule_problems,
 )
 from exporter.config import checks
@@ -83,12 +83,13 @@ def _rule(walker: Walker, f: Fields, node: Node) -> AlertRule | None:
     if not isinstance(node, MappingNode):
         return None  # reported by walker.mapping
     start = len(walker.problems)
-    f.require("metric", f"required; one of {', '.join(ALERTABLE_METRICS)}")
+    known = alertable_metrics()
+    f.require("metric", f"required; one of {', '.join(known)}")
     fields: dict[str, object] = {}
     # fields whose value was missing or rejected (and holds a stand-in)
     failed: list[str] = ["metric"] if len(walker.problems) > start else []
     for name, key, check, default in (
-        ("metric", "metric", checks.choice(ALERTABLE_METRICS, "metric"), ""),
+        ("metric", "metric", checks.choice(known, "metric"), ""),
         ("warning_threshold", "warning", _THRESHOLD, None),
         ("critical_threshold", "critical", _THRESHOLD, None),
         ("for_seconds", "for", checks.duration(0.0, float("inf")), 0.0),

@@ -25,23 +25,23 @@ from exporter.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     Config,
-    ConnectionsConfig,
     ExtensionsConfig,
     HistoryConfig,
     HttpConfig,
     LatencyConfig,
     LoggingConfig,
+    SourceConfig,
 )
 from exporter.config.notifiers import notifiers
 from exporter.config.yamltree import Fields, Walker, is_null, show
+from exporter.sources import registry
 from exporter.sources.targets import TARGET_KINDS, TargetSpec
 
-TOP_KEYS = (
+CORE_KEYS = (
     "listen",
     "interval",
     "history",
     "target",
-    "connections",
     "latency",
     "extensions",
     "http",
@@ -49,6 +49,13 @@ TOP_KEYS = (
     "alerts",
     "notifiers",
 )
+
+
+def top_keys() -> tuple[str, ...]:
+    """The core keys and one section per registered source that has options."""
+    sections = [t.config_key for t in registry.source_types() if t.section != ""]
+    return (*CORE_KEYS[:4], *sections, *CORE_KEYS[4:])
+
 MAX_SAMPLES = 10_000_000
 MAX_LATENCY_WINDOW = 1_000_000
 MAX_LABEL_VALUES = 100_000  # endpoints / extensions: each is a Prometheus series
@@ -56,6 +63,7 @@ MAX_BODY_BYTES = 1 << 30
 MAX_TIMEOUT = 3600.0
 MAX_FILE_BYTES = 16 << 20  # a config is a few KiB; a larger one is the wrong file
 MAX_TOKEN_BYTES = 4096
+MAX_RETENTION = 366 * 86400.0  # quiet/evict durations: a year is already "never"
 _DEFAULT = Config()
 
 
@@ -119,23 +127,15 @@ def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:
     if root is not None and not is_null(root) and not isinstance(root, MappingNode):
         w.report(root, "", f"the top level must be a mapping of keys, got {w.describe(root)}")
         return _DEFAULT
-    top = w.mapping(root, "", TOP_KEYS)
+    top = w.mapping(root, "", top_keys())
     return Config(
         listen=top.get("listen", checks.listen, _DEFAULT.listen),
         interval=top.get("interval", checks.duration(INTERVAL_MIN, INTERVAL_MAX), 60.0),
         history=_history(top.section("history", ("max_samples",))),
         target=_target(w, top.section("target", ("kind", "value")), base_dir),
-        connections=ConnectionsConfig(
-            port=top.section("connections", ("port",)).get(
-                "port", checks.optional(checks.integer(1, 65535)), None
-            )
-        ),
-        latency=_latency(w, top.section("latency", ("window", "max_endpoints", "buckets"))),
-        extensions=ExtensionsConfig(
-            max_extensions=top.section("extensions", ("max_extensions",)).get(
-                "max_extensions", checks.integer(1, MAX_LABEL_VALUES), 100
-            )
-        ),
+        sources=_sources(top),
+        latency=_latency(w, top.section("latency", _LATENCY_KEYS)),
+        extensions=_extensions(top.section("extensions", ("max_extensions", "evict_after"))),
         http=_http(w, top.section("http", _HTTP_KEYS), base_dir),
         logging=_logging(top.section("logging", ("level", "format"))),
         alerts=alert_rules(w, top),
@@ -188,6 +188,33 @@ def _target_value(value: object) -> str | int:
     return value
 
 
+def _sources(top: Fields) -> tuple[tuple[str, SourceConfig], ...]:
+    """Each registered source's section: ``enabled`` and the options it declares."""
+    out = {}
+    for t in registry.source_types():
+        if t.section == "":
+            out[t.name] = SourceConfig(t.default_enabled, tuple(t.defaults().items()))
+            continue
+        f = top.section(t.config_key, t.option_keys())
+        enabled = f.get("enabled", checks.boolean, t.default_enabled)
+        options = tuple((o.key, f.get(o.key, o.check, o.default)) for o in t.options)
+        out[t.name] = SourceConfig(enabled, options)
+    return tuple(out.items())
+
+
+def _extensions(f: Fields) -> ExtensionsConfig:
+    d = _DEFAULT.extensions
+    return ExtensionsConfig(
+        max_extensions=f.get(
+            "max_extensions", checks.integer(1, MAX_LABEL_VALUES), d.max_extensions
+        ),
+        evict_after=f.get("evict_after", checks.duration(0, MAX_RETENTION), d.evict_after),
+    )
+
+
+_LATENCY_KEYS = ("window", "max_endpoints", "buckets", "quiet_after", "evict_after")
+
+
 def _latency(w: Walker, f: Fields) -> LatencyConfig:
     d = _DEFAULT.latency
     buckets = d.buckets
@@ -211,6 +238,10 @@ def _latency(w: Walker, f: Fields) -> LatencyConfig:
         window=f.get("window", checks.integer(1, MAX_LATENCY_WINDOW), d.window),
         max_endpoints=f.get("max_endpoints", checks.integer(1, MAX_LABEL_VALUES), d.max_endpoints),
         buckets=buckets,
+        quiet_after=f.get(
+            "quiet_after", checks.duration(0, MAX_RETENTION, lo_open=True), d.quiet_after
+        ),
+        evict_after=f.get("evict_after", checks.duration(0, MAX_RETENTION), d.evict_after),
     )
 
 

@@ -12,13 +12,23 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
 from exporter.alerts.rules import SHIPPED_RULES, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.config.errors import quote
-from exporter.latency import DEFAULT_BUCKETS_SECONDS
+from exporter.extensions import DEFAULT_EVICT_AFTER_S as EXTENSION_EVICT_AFTER_S
+from exporter.extensions import DEFAULT_MAX_EXTENSIONS
+from exporter.latency import (
+    DEFAULT_BUCKETS_SECONDS,
+    DEFAULT_EVICT_AFTER_S,
+    DEFAULT_MAX_ENDPOINTS,
+    DEFAULT_QUIET_AFTER_S,
+    DEFAULT_WINDOW,
+)
+from exporter.sources import registry
 from exporter.sources.targets import TARGET_KINDS, TargetSpec
-from exporter.store import DEFAULT_CAPACITY
+from exporter.store import DEFAULT_CAPACITY, StoreSettings
 from exporter.values import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS
 
 INTERVAL_MIN = MIN_INTERVAL_MS / 1000
@@ -123,15 +133,33 @@ class ConnectionsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """One registered source's section: whether it runs, and its checked options."""
+
+    enabled: bool
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def default_sources() -> tuple[tuple[str, SourceConfig], ...]:
+    return tuple(
+        (t.name, SourceConfig(t.default_enabled, tuple(t.defaults().items())))
+        for t in registry.source_types()
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LatencyConfig:
-    window: int = 1000  # observations per endpoint kept for exact percentiles
-    max_endpoints: int = 100
+    window: int = DEFAULT_WINDOW  # observations per endpoint kept for exact percentiles
+    max_endpoints: int = DEFAULT_MAX_ENDPOINTS
     buckets: tuple[float, ...] = DEFAULT_BUCKETS_SECONDS  # seconds, strictly increasing
+    quiet_after: float = DEFAULT_QUIET_AFTER_S  # seconds without observations: "no traffic"
+    evict_after: float = DEFAULT_EVICT_AFTER_S  # an idle endpoint's slot may be reused
 
 
 @dataclass(frozen=True, slots=True)
 class ExtensionsConfig:
-    max_extensions: int = 100
+    max_extensions: int = DEFAULT_MAX_EXTENSIONS
+    evict_after: float = EXTENSION_EVICT_AFTER_S  # an unreported extension's slot may be reused
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +208,7 @@ class Config:
     interval: float = DEFAULT_INTERVAL_MS / 1000  # seconds
     history: HistoryConfig = field(default_factory=HistoryConfig)
     target: TargetSpec = field(default_factory=TargetSpec)
-    connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
+    sources: tuple[tuple[str, SourceConfig], ...] = field(default_factory=default_sources)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     extensions: ExtensionsConfig = field(default_factory=ExtensionsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -197,6 +225,31 @@ class Config:
     def interval_ms(self) -> int:
         """The interval as MetricsEndpoint takes it."""
         return round(self.interval * 1000)
+
+    @property
+    def connections(self) -> ConnectionsConfig:
+        """The connections source's section (kept under its own top-level key)."""
+        return ConnectionsConfig(port=self.source_options("connections").get("port"))
+
+    def source(self, name: str) -> SourceConfig | None:
+        """A registered source's section (None for a source registered after loading)."""
+        return dict(self.sources).get(name)
+
+    def source_options(self, name: str) -> dict[str, Any]:
+        found = self.source(name)
+        return {} if found is None else dict(found.options)
+
+    def store_settings(self) -> StoreSettings:
+        return StoreSettings(
+            capacity=self.history.max_samples,
+            latency_window=self.latency.window,
+            max_endpoints=self.latency.max_endpoints,
+            max_extensions=self.extensions.max_extensions,
+            buckets_seconds=self.latency.buckets,
+            latency_quiet_after_s=self.latency.quiet_after,
+            latency_evict_after_s=self.latency.evict_after,
+            extensions_evict_after_s=self.extensions.evict_after,
+        )
 
     def with_overrides(
         self,

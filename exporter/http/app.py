@@ -15,15 +15,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
+from exporter import __version__
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
+from exporter.http.openapi import render_openapi
 from exporter.ingest import BatchError, decode_json, parse_batch
+from exporter.sources import registry
+from exporter.web import CONTENT_SECURITY_POLICY, HTML_CONTENT_TYPE, REVALIDATE, Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class HttpSettings:
     )
     ingest_token: str | None = None
     max_connections: int = 64
+    target: str = "self"  # how the dashboard names the watched target
 
 
 @dataclass
@@ -108,7 +112,8 @@ class App:
         self.endpoint = endpoint
         self.settings = settings or HttpSettings()
         self._monotonic = monotonic
-        self._openapi: bytes | None = None
+        self._openapi: tuple[object, bytes] | None = None  # (catalog, text)
+        self._dashboard = Dashboard()
         # Concurrent scrapes share one render per format (see coalesce.py).
         self._render = {
             om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
@@ -122,7 +127,10 @@ class App:
             "/metrics/record": {"POST": self.record},
             "/healthz": {"GET": self.healthz},
             "/openapi.yaml": {"GET": self.openapi},
+            "/": {"GET": self.page},
         }
+        for path in self._dashboard.assets:
+            self.routes[path] = {"GET": self.static}
 
     # --- dispatch --------------------------------------------------------------------------
 
@@ -214,9 +222,33 @@ class App:
         return json_response(doc, 200 if healthy else 503)
 
     def openapi(self, request: Request) -> Response:
-        if self._openapi is None:
-            self._openapi = resources.files("exporter.http").joinpath("openapi.yaml").read_bytes()
-        return Response(200, self._openapi, "application/yaml")
+        catalog = self.endpoint.store.catalog
+        if self._openapi is None or self._openapi[0] is not catalog:  # sources changed
+            self._openapi = (catalog, render_openapi(catalog, registry.all_series()))
+        return Response(200, self._openapi[1], "application/yaml")
+
+    def page(self, request: Request) -> Response:
+        """The dashboard (exporter/web): HTML whatever the Accept header, like node_exporter's
+        landing page; the JSON routes are unchanged."""
+        links = [
+            path.lstrip("/")
+            for path, methods in self.routes.items()
+            if "GET" in methods and path != "/" and path not in self._dashboard.assets
+        ]
+        body = self._dashboard.page(__version__, self.settings.target, links)
+        return Response(200, body, HTML_CONTENT_TYPE, {
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "Cache-Control": REVALIDATE,
+            "X-Content-Type-Options": "nosniff",
+        })
+
+    def static(self, request: Request) -> Response:
+        asset = self._dashboard.assets[request.path]
+        versions = parse_qs(request.query).get("v")
+        return Response(200, asset.body, asset.content_type, {
+            "Cache-Control": asset.cache_control(versions[0] if versions else None),
+            "X-Content-Type-Options": "nosniff",
+        })
 
     def record(self, request: Request) -> Response:
         self._authorize_write(request)
@@ -227,15 +259,19 @@ class App:
             batch = parse_batch(decode_json(request.body))
         except BatchError as e:
             raise HttpError(400, str(e)) from None
-        dropped = self.endpoint.record_batch(batch)
+        outcome = self.endpoint.record_batch(batch)
         return json_response(
             {
                 "accepted": {
-                    "gauges": len(batch.gauges),
-                    "extensions": len(batch.extensions),
-                    "latency_observations": batch.observation_count - dropped,
+                    "gauges": outcome.gauges,
+                    "extensions": outcome.extensions,
+                    "latency_observations": outcome.observations,
                 },
-                "dropped_latency_observations": dropped,
+                "dropped": {
+                    "extensions": outcome.extensions_dropped,
+                    "latency_observations": outcome.observations_dropped,
+                },
+                "dropped_latency_observations": outcome.observations_dropped,  # earlier name
             }
         )
 

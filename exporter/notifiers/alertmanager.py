@@ -41,7 +41,7 @@ from exporter.alerts.events import ActiveAlert, AlertEvent
 from exporter.alerts.rules import LEVELS
 from exporter.config.model import AlertmanagerConfig
 from exporter.notifiers.delivery import EXPIRED, Clock, DeliveryWorker, SystemClock, Transport
-from exporter.promrules import UNITS, alert_name
+from exporter.promrules import alert_name, unit_text
 
 JOB = "crankshaft-exporter"
 API_PATH = "/api/v2/alerts"
@@ -201,7 +201,7 @@ class AlertmanagerNotifier:
             "instance": self.instance,
             "job": JOB,
         }
-        unit = UNITS.get(alert.metric, "")
+        unit = unit_text(alert.metric)
         subject = "".join(f" {k}={v}" for k, v in sorted(alert.labels.items()))
         limits = ", ".join(
             f"{lvl.lower()} above {t:g}{unit}"

@@ -34,7 +34,11 @@ import struct
 from collections.abc import Mapping
 from types import TracebackType
 
+import psutil
+
+from exporter.series import SeriesSpec
 from exporter.sources.base import Source, SourceError
+from exporter.sources.registry import Option, SourceContext, SourceType
 
 __all__ = [
     "ConnectionId",
@@ -42,6 +46,7 @@ __all__ = [
     "NetlinkDiag",
     "established_connections",
     "proc_established_connections",
+    "psutil_established_connections",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,30 @@ _PERMANENT_ERRNOS = frozenset(
 _COMPAT_REFUSED_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP})
 
 _PROC_FILES = ((socket.AF_INET, "/proc/net/tcp"), (socket.AF_INET6, "/proc/net/tcp6"))
+#: Whether this platform has netlink at all (Linux); elsewhere psutil answers.
+HAS_NETLINK = hasattr(socket, "AF_NETLINK")
+
+ACTIVE = SeriesSpec(
+    key="active_connections",
+    metric="crankshaft_websocket_active_connections",
+    help="Active WebSocket connections",
+    unit="count",
+    json_key="websocket_active",
+    csv_column="active_connections",
+    push_field="active_connections",
+    whole=True,
+)
+TOTAL = SeriesSpec(
+    key="total_connections",
+    metric="crankshaft_websocket_connections",
+    help="WebSocket connections established since the monitored service started",
+    unit="count",
+    kind="counter",
+    json_key="websocket_total",
+    csv_column="total_connections",
+    push_field="total_connections",
+    whole=True,
+)
 _PROC_ESTABLISHED = "01"
 
 
@@ -319,18 +348,46 @@ def proc_established_connections(
     return found
 
 
+def psutil_established_connections(port: int) -> set[ConnectionId]:
+    """The same answer through psutil, the portable path (where there is no /proc/net)."""
+    _check_port(port)
+    found: set[ConnectionId] = set()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status != psutil.CONN_ESTABLISHED or not conn.laddr or conn.laddr.port != port:
+            continue
+        family = int(conn.family)
+        local = socket.inet_pton(family, conn.laddr.ip.split("%")[0])
+        remote = socket.inet_pton(family, conn.raddr.ip.split("%")[0])
+        found.add((family, local, conn.laddr.port, remote, conn.raddr.port))
+    return found
+
+
+def fallback_backend() -> str:
+    """What answers when netlink does not: "proc" (/proc/net/tcp{,6}) or "psutil"."""
+    return "proc" if os.path.exists(_PROC_FILES[0][1]) else "psutil"
+
+
+def fallback_established_connections(port: int) -> set[ConnectionId]:
+    """/proc/net/tcp{,6} on Linux; psutil elsewhere."""
+    if fallback_backend() == "proc":
+        return proc_established_connections(port)
+    return psutil_established_connections(port)
+
+
 def established_connections(port: int) -> set[ConnectionId]:
-    """One-shot query: netlink, or /proc when netlink cannot be opened or queried.
+    """One-shot query: netlink, or the fallback when netlink cannot be opened or queried.
 
     Opens and closes a netlink socket per call; a poller should keep a :class:`NetlinkDiag`
     (as :class:`ConnectionSource` does) instead.
     """
     _check_port(port)
-    try:
-        with NetlinkDiag() as diag:
-            return diag.established(port)
-    except OSError:
-        return proc_established_connections(port)
+    if HAS_NETLINK:
+        try:
+            with NetlinkDiag() as diag:
+                return diag.established(port)
+        except OSError:
+            pass
+    return fallback_established_connections(port)
 
 
 class ConnectionSource(Source):
@@ -345,11 +402,15 @@ class ConnectionSource(Source):
     """
 
     name = "connections"
+    series = (ACTIVE, TOTAL)
 
     def __init__(self, port: int, *, netlink: bool = True) -> None:
-        """``netlink=False`` forces the /proc reader (for tests and the benchmark anchor)."""
+        """``netlink=False`` forces the fallback reader (for tests and the benchmark anchor)."""
         self.port = _check_port(port)
-        self._use_netlink = netlink
+        if netlink and not HAS_NETLINK:
+            log.info("no netlink on this platform; counting connections through "
+                     "/proc/net/tcp, or psutil where that is missing too")
+        self._use_netlink = netlink and HAS_NETLINK
         self._diag: NetlinkDiag | None = None
         # Whether the kernel takes the single IPv4+IPv6 dump: once refused, a reopened socket
         # starts with the per-family dumps instead of asking again.
@@ -379,18 +440,18 @@ class ConnectionSource(Source):
                 netlink_error = exc
                 self._drop_netlink(exc)
             else:
-                if self.backend == "proc":
+                if self.backend in ("proc", "psutil"):
                     log.info("sock_diag netlink answers again for port %d", self.port)
                 self.backend = "netlink"
                 return found
         try:
-            found = proc_established_connections(self.port)
-        except OSError as exc:
+            found = fallback_established_connections(self.port)
+        except (OSError, psutil.Error) as exc:
             why = f"netlink: {netlink_error}; " if netlink_error is not None else ""
             raise SourceError(
-                f"cannot list TCP connections on port {self.port} ({why}/proc/net/tcp: {exc})"
+                f"cannot list TCP connections on port {self.port} ({why}fallback: {exc})"
             ) from exc
-        self.backend = "proc"
+        self.backend = fallback_backend()
         return found
 
     def _drop_netlink(self, exc: OSError) -> None:
@@ -402,7 +463,7 @@ class ConnectionSource(Source):
         permanent = exc.errno in _PERMANENT_ERRNOS
         if permanent:
             self._use_netlink = False
-        if permanent or self.backend != "proc":  # log changes, not every failing tick
+        if permanent or self.backend not in ("proc", "psutil"):  # log changes, not every tick
             log.warning(
                 "sock_diag netlink query for port %d failed (%s); reading /proc/net/tcp%s",
                 self.port,
@@ -414,3 +475,32 @@ class ConnectionSource(Source):
         if self._diag is not None:
             self._diag.close()
             self._diag = None
+
+
+def _check_port_option(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"must be between 1 and 65535 (or null), got {value!r:.40}")
+    return value
+
+
+def _build(context: SourceContext) -> ConnectionSource | None:
+    port = context.options.get("port")
+    return None if port is None else ConnectionSource(port)
+
+
+SOURCE = SourceType(
+    name="connections",
+    series=(ACTIVE, TOTAL),
+    build=_build,
+    options=(
+        Option(
+            "port",
+            None,
+            _check_port_option,
+            "count ESTABLISHED TCP connections to this local port; null: only pushed values",
+        ),
+    ),
+    help="established TCP connections to the service's port",
+)

@@ -2,20 +2,27 @@
 
 A finder is asked again on every tick, so a target that exits and comes back under a new
 PID is found on the next tick without configuration changes.  Finders only list PIDs; the
-sampler reads them.  All read /proc (or the cgroup tree) directly: a scan of a few hundred
-processes costs a few milliseconds, negligible at the default 60 s interval.
+sampler reads them.  Discovery goes through psutil, the portable path: process names are
+compared in full (psutil completes the kernel's 15-byte ``comm`` from the command line),
+and nothing here assumes Linux except the systemd unit finder, which reads the cgroup tree
+and says once in the log where there is none.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PROC = Path("/proc")
+import psutil
+
+log = logging.getLogger(__name__)
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TARGET_KINDS = ("self", "pid", "pidfile", "name", "cmdline", "systemd_unit", "none")
 
@@ -41,6 +48,14 @@ class SelfFinder(ProcessFinder):
         return "self"
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this PID exists (zombies do not count: they use nothing)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, OSError):
+        return False
+
+
 class PidFinder(ProcessFinder):
     def __init__(self, pid: int) -> None:
         if pid < 1:
@@ -48,7 +63,7 @@ class PidFinder(ProcessFinder):
         self.pid = pid
 
     def find(self) -> list[int]:
-        return [self.pid] if (PROC / str(self.pid)).exists() else []
+        return [self.pid] if _alive(self.pid) else []
 
     def describe(self) -> str:
         return f"pid {self.pid}"
@@ -69,48 +84,38 @@ class PidfileFinder(ProcessFinder):
         if not first.isdigit() or int(first) < 1:
             return []
         pid = int(first)
-        return [pid] if (PROC / str(pid)).exists() else []
+        return [pid] if _alive(pid) else []
 
     def describe(self) -> str:
         return f"pidfile {self.path}"
 
 
-def _other_pids_where(proc_file: str, matches: Callable[[bytes], bool]) -> list[int]:
-    """PIDs of other processes whose /proc/PID/``proc_file`` satisfies ``matches``
-    (the exporter never matches itself, whatever its own command line says)."""
+def _other_pids_where(attr: str, matches: Callable[[object], bool]) -> list[int]:
+    """PIDs of other live processes whose psutil attribute ``attr`` satisfies ``matches``
+    (the exporter never matches itself, whatever its own command line says; a zombie keeps
+    its name but uses nothing, so it is no running target)."""
     me = os.getpid()
     found = []
-    for entry in os.listdir(PROC):
-        if not entry.isdigit() or int(entry) == me:
+    for proc in psutil.process_iter([attr, "status"]):
+        value = proc.info.get(attr)
+        if proc.pid == me or value is None or proc.info.get("status") == psutil.STATUS_ZOMBIE:
             continue
-        content = _read_bytes(f"/proc/{entry}/{proc_file}")
-        if content is not None and matches(content):
-            found.append(int(entry))
-    return found
-
-
-def _read_bytes(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:  # the process exited while we looked, or is not ours to read
-        return None
+        if matches(value):
+            found.append(proc.pid)
+    return sorted(found)
 
 
 class NameFinder(ProcessFinder):
-    """Processes whose command name (``comm``, as ``ps -o comm`` shows it) equals ``name``.
-
-    The kernel truncates comm to 15 bytes, so longer names are compared truncated.
-    """
+    """Processes whose full name (psutil's ``name()``: ``comm``, completed from the command
+    line where the kernel truncated it to 15 bytes) equals ``name``."""
 
     def __init__(self, name: str) -> None:
         if not name:
             raise ValueError("process name must not be empty")
         self.name = name
-        self._comm = name.encode()[:15]
 
     def find(self) -> list[int]:
-        return _other_pids_where("comm", lambda comm: comm.rstrip(b"\n") == self._comm)
+        return _other_pids_where("name", lambda name: name == self.name)
 
     def describe(self) -> str:
         return f"name {self.name}"
@@ -128,14 +133,21 @@ class CmdlineFinder(ProcessFinder):
     def find(self) -> list[int]:
         return _other_pids_where("cmdline", self._matches)
 
-    def _matches(self, raw: bytes) -> bool:
-        if not raw:  # kernel threads and zombies have an empty cmdline
+    def _matches(self, argv: object) -> bool:
+        if not isinstance(argv, list) or not argv:  # kernel threads and zombies: none
             return False
-        cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-        return self.regex.search(cmdline) is not None
+        return self.regex.search(" ".join(argv)) is not None
 
     def describe(self) -> str:
         return f"cmdline /{self.regex.pattern}/"
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:  # the process exited while we looked, or is not ours to read
+        return None
 
 
 class SystemdUnitFinder(ProcessFinder):
@@ -152,6 +164,7 @@ class SystemdUnitFinder(ProcessFinder):
         self.unit = unit if "." in unit else f"{unit}.service"
         self.root = Path(cgroup_root)
         self._dir: Path | None = None
+        self._said_no_cgroups = False
 
     def _locate(self) -> Path | None:
         for hierarchy in (self.root, self.root / "systemd", self.root / "unified"):
@@ -167,6 +180,16 @@ class SystemdUnitFinder(ProcessFinder):
         return None
 
     def find(self) -> list[int]:
+        if not self.root.is_dir():
+            if not self._said_no_cgroups:
+                log.warning(
+                    "%s: no cgroup tree at %s (systemd units need Linux cgroups); "
+                    "the target counts as down",
+                    self.unit,
+                    self.root,
+                )
+                self._said_no_cgroups = True
+            return []
         if self._dir is None or not self._dir.exists():
             self._dir = self._locate()
             if self._dir is None:
@@ -180,6 +203,26 @@ class SystemdUnitFinder(ProcessFinder):
 
     def describe(self) -> str:
         return f"systemd unit {self.unit}"
+
+
+class SharedFinder(ProcessFinder):
+    """One finder for every source of a tick: the sources read back to back, so a listing
+    younger than ``max_age`` seconds is reused instead of scanning the process table again."""
+
+    def __init__(self, finder: ProcessFinder, max_age: float = 0.005) -> None:
+        self.finder = finder
+        self.max_age = max_age
+        self._found: tuple[float, list[int]] | None = None
+
+    def find(self) -> list[int]:
+        now = time.monotonic()
+        found = self._found
+        if found is None or now - found[0] > self.max_age:
+            found = self._found = (now, self.finder.find())
+        return list(found[1])
+
+    def describe(self) -> str:
+        return self.finder.describe()
 
 
 @dataclass(frozen=True, slots=True)

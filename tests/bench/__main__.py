@@ -3,7 +3,12 @@
 import importlib
 import platform
 
-MODULES = ["tests.bench.bench_core", "tests.bench.bench_connections", "tests.bench.bench_http"]
+MODULES = [
+    "tests.bench.bench_core",
+    "tests.bench.bench_connections",
+    "tests.bench.bench_http",
+    "tests.bench.bench_daemon",
+]
 
 if __name__ == "__main__":
     print(f"<!-- {platform.python_implementation()} {platform.python_version()}, "

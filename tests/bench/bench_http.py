@@ -51,7 +51,9 @@ def _get(app: App, path: str, accept: str = "*/*") -> bytes:
 
 
 def bench_exposition() -> str:
-    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from prometheus_client import generate_latest
+
+    from exporter.exposition.collector import build_registry
 
     ep = _populated_endpoint()
     app = App(ep)
@@ -68,13 +70,9 @@ def bench_exposition() -> str:
         return _get(app, "/metrics/prometheus")
 
     churn = median_seconds_per_call(changed, 100) - median_seconds_per_call(records_only, 100)
-    registry = CollectorRegistry()
-    hist = Histogram("crankshaft_request_duration_seconds", "latency", ["endpoint"],
-                     registry=registry)
-    for i in range(N_ENDPOINTS):
-        child = hist.labels(f"/api/endpoint/{i}")
-        for j in range(200):
-            child.observe(((j * 37) % 1200) / 1000)
+    # The reference: prometheus_client's own encoder over the daemon's registry (the custom
+    # collector and process_*), which the served bytes are tested equal to.
+    registry = build_registry(ep)
     anchor = median_seconds_per_call(lambda: generate_latest(registry), 30)
     ep.close()
     return table(
@@ -85,7 +83,8 @@ def bench_exposition() -> str:
              f"{static / anchor:.3f}", "≤ 2 ms"],
             ["every endpoint changed since last scrape", f"{churn * 1e3:.2f}",
              f"{churn / anchor:.3f}", "≤ 2 ms"],
-            ["anchor: prometheus_client generate_latest", f"{anchor * 1e3:.2f}", "1.00", ""],
+            ["anchor: prometheus_client generate_latest, same registry", f"{anchor * 1e3:.2f}",
+             "1.00", ""],
         ],
     )
 

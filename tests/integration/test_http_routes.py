@@ -29,17 +29,24 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 import exporter
 from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import App
+from exporter.http.openapi import openapi_document
+from exporter.sources import registry
 from tests.conftest import RunningDaemon, start_daemon
 from tests.helpers import poll
 from tests.seed_contract import (
     ALERT_KEYS,
-    CSV_HEADER,
-    METRICS_KEYS,
+    DEFAULT_SOURCE_JSON_KEYS,
     SEED_EXAMPLE_ALERT,
     SEED_GAUGE_HELP,
     SEED_SERIES,
     SEED_THRESHOLDS,
     SERIES_DOC_KEYS,
+)
+from tests.seed_contract import (
+    DAEMON_CSV_HEADER as CSV_HEADER,
+)
+from tests.seed_contract import (
+    DAEMON_METRICS_KEYS as METRICS_KEYS,
 )
 
 PROMETHEUS_ACCEPT = (
@@ -361,12 +368,12 @@ def test_last_n_limits_samples_and_stats(live: RunningDaemon, n: int) -> None:
         assert got["samples"] == want, key
         assert got["sample_count"] == len(want)
         values = [s["value"] for s in want]
+        assert got["latest"] == full[key]["latest"]  # the value known now, whatever last_n
         if values:
-            assert got["latest"] == values[-1]
             assert (got["min"], got["max"]) == (min(values), max(values))
             assert got["average"] == pytest.approx(statistics.fmean(values), rel=1e-12)
         else:
-            assert got["latest"] is got["average"] is got["min"] is got["max"] is None
+            assert got["average"] is got["min"] is got["max"] is None
     assert part["latency_breakdown"] == full["latency_breakdown"]
     assert part["extensions"] == full["extensions"]
 
@@ -573,6 +580,7 @@ def test_recorded_batch_shows_everywhere(fresh: RunningDaemon) -> None:
     assert r.json() == {
         "accepted": {"gauges": 4, "extensions": len(BATCH["extensions"]),
                      "latency_observations": n_obs},
+        "dropped": {"extensions": 0, "latency_observations": 0},
         "dropped_latency_observations": 0,
     }
     # Gauges land at the next tick; everything of the batch lands on the same tick.
@@ -787,8 +795,15 @@ def test_openapi_describes_every_route(live: RunningDaemon) -> None:
     assert "yaml" in media_type(r.headers["content-type"])
     spec = yaml.safe_load(r.body)
     assert str(spec["openapi"]).startswith("3.")
-    packaged = Path(exporter.__file__).parent / "http" / "openapi.yaml"
-    assert spec == yaml.safe_load(packaged.read_bytes())
+    # The packaged description with the daemon's declared series filled in.
+    enabled = [t.name for t in registry.source_types() if t.default_enabled]
+    assert spec == openapi_document(registry.catalog(enabled), registry.all_series())
+    packaged_file = Path(exporter.__file__).parent / "http" / "openapi.yaml"
+    packaged = yaml.safe_load(packaged_file.read_bytes())
+    assert spec["paths"].keys() == packaged["paths"].keys()
+    series = spec["components"]["schemas"]["MetricsDocument"]["properties"]
+    assert DEFAULT_SOURCE_JSON_KEYS | set(SEED_SERIES) <= set(series)
+    assert "threads" in spec["paths"]["/metrics/csv"]["get"]["responses"]["200"]["description"]
     routes = App(MetricsEndpoint(sources=[])).routes
     assert set(spec["paths"]) == set(routes)
     for path, methods in routes.items():

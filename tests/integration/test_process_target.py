@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from exporter.endpoint import MetricsEndpoint
-from exporter.sources.process import CLK_TCK, ProcessSource, boottime, parse_stat
+from exporter.sources.process import ProcessSource, ProcStatReader, parse_stat
 from exporter.sources.targets import CmdlineFinder, NameFinder, PidfileFinder, PidFinder
 
 CHILD = r"""
@@ -72,6 +72,10 @@ def children():
     yield started
     for c in started:
         c.stop()
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+boottime = ProcStatReader.clock
 
 
 class SteppedClock:

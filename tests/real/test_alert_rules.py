@@ -40,7 +40,7 @@ import yaml
 from exporter.alerts.evaluator import AlertEvaluator
 from exporter.alerts.rules import CRITICAL, DEFAULT_RULES, WARNING, AlertRule
 from exporter.config import Config, load_config
-from exporter.promrules import VALUE_EXPR, alert_name, build_rules, render_rules
+from exporter.promrules import alert_name, build_rules, render_rules, value_exprs
 from tests.conftest import REPO, require_tool
 
 pytestmark = pytest.mark.real
@@ -425,7 +425,8 @@ def specific_rule(rules: list[AlertRule], metric: str, label: str) -> AlertRule 
 
 def rule_entry(doc: dict, rule: AlertRule, level: str) -> dict:
     """The generated Prometheus rule for one level of one exporter rule."""
-    label = VALUE_EXPR[rule.metric][1][0] if VALUE_EXPR[rule.metric][1] else None
+    identity = value_exprs()[rule.metric][1]
+    label = identity[0] if identity else None
     (entry,) = [
         e
         for e in doc["groups"][0]["rules"]

@@ -15,6 +15,7 @@ from exporter.alerts.events import AlertEvent
 from exporter.alerts.rules import AlertRule
 from exporter.endpoint import MetricsEndpoint
 from exporter.sources.base import Source
+from exporter.store import seed_catalog
 from tests.seed_contract import ALERT_KEYS, CSV_HEADER, SEED_DEFAULT_ALERTS, SEED_GAUGE_HELP
 
 T0 = 1_735_932_000.0  # seconds; the seed's example timestamp 1735932000000 ms
@@ -35,6 +36,7 @@ class FakeClock:
 
 class FixedSource(Source):
     name = "fixed"
+    series = seed_catalog()
 
     def __init__(self, values: dict[str, float]) -> None:
         self.values = values

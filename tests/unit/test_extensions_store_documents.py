@@ -24,7 +24,7 @@ from exporter.extensions import (
     ExtensionRegistry,
     validate_extension,
 )
-from exporter.store import DEFAULT_CAPACITY, SERIES, SERIES_KEYS, MetricStore
+from exporter.store import DEFAULT_CAPACITY, MetricStore, seed_catalog
 from tests.seed_contract import (
     ALERT_KEYS,
     CSV_HEADER,
@@ -35,6 +35,8 @@ from tests.seed_contract import (
     SUMMARY_KEYS,
 )
 
+SERIES = seed_catalog()
+SERIES_KEYS = tuple(spec.key for spec in SERIES)
 NOW_MS = 1_735_932_000_000.0
 META = Meta(
     timestamp_ms=NOW_MS, uptime_ms=3_600_000.0, is_collecting=True, collection_interval_ms=60_000
@@ -229,8 +231,9 @@ def test_metrics_document_last_n(last_n: int | None, expected: int) -> None:
         assert [s["value"] for s in doc["memory"]["samples"]] == [223.0, 224.0]
         assert doc["memory"]["min"] == 223.0
         assert doc["memory"]["average"] == pytest.approx(223.5)
-    if expected == 0:
-        assert doc["memory"]["latest"] is None
+    if expected == 0:  # no samples, but the value known now is still shown
+        assert doc["memory"]["latest"] == 224.0
+        assert doc["memory"]["average"] is None
 
 
 # --- summary document ----------------------------------------------------------------------

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.endpoint import MetricsEndpoint
-from exporter.store import SERIES_KEYS
+from exporter.store import StoreSettings, seed_catalog
+
+SERIES_KEYS = tuple(spec.key for spec in seed_catalog())
 
 values = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
 operations = st.lists(
@@ -29,7 +31,7 @@ def assert_same(ep: MetricsEndpoint, last_n: int) -> None:
     for doc in (cached, plain):
         doc.pop("uptime_ms")
     assert cached == plain
-    for key, text in ep._json_renderer._samples.items():  # the cache holds no more than kept
+    for key, (_, text) in ep.renderer._json._samples.items():  # holds no more than kept
         assert len(text.offsets) <= len(ep.store.series[key]), key
 
 
@@ -44,13 +46,13 @@ def test_cached_json_equals_the_document(capacity: int, ops: list, final_last_n:
             key, value = op[1], op[2]
             if key in ("active_connections", "total_connections"):
                 value = float(int(value))
-            with ep._lock:  # straight into the store: any series, any value
-                ep.store.append(key, ep._now_ms(), value)
+            with ep.recorder.lock:  # straight into the store: any series, any value
+                ep.store.append(key, ep.recorder.now_ms(), value)
         elif op[0] == "render":
             assert_same(ep, -1 if op[1] is None else op[1])
         elif op[0] == "resize":
-            ep.reconfigure_storage(op[1], 1000, 100, 100)
+            ep.reconfigure_storage(StoreSettings(capacity=op[1]))
         else:
-            with ep._lock:
+            with ep.recorder.lock:
                 ep.store.series[op[1]].clear()
     assert_same(ep, final_last_n)

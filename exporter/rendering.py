@@ -1,0 +1,134 @@
+"""Rendering: every way of reading the monitor, each from one consistent moment.
+
+Documents are built under the recorder's lock and serialised after it is released.  The
+exposition comes from one snapshot, rendered by the fast renderer (byte-identical to
+prometheus_client's encoders, see :mod:`exporter.exposition.fast`); status providers (config
+reloads, notifier queues) add families about the exporter itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import ProcessCollector
+
+from exporter.alerts.events import ActiveAlert
+from exporter.documents import (
+    Meta,
+    alerts_document,
+    csv_rows,
+    metrics_document,
+    render_csv,
+    summary_document,
+)
+from exporter.exposition.fast import FastRenderer
+from exporter.json_render import MetricsJsonRenderer
+from exporter.recording import Recorder
+from exporter.sampling import SourceSet
+from exporter.snapshot import ExpositionSnapshot, StatusFamily
+
+log = logging.getLogger(__name__)
+
+StatusProvider = Callable[[], Iterable[StatusFamily]]
+
+
+class Renderer:
+    def __init__(
+        self,
+        recorder: Recorder,
+        sources: SourceSet,
+        is_collecting: Callable[[], bool],
+        interval_ms: Callable[[], int],
+    ) -> None:
+        self._recorder = recorder
+        self._sources = sources
+        self._is_collecting = is_collecting
+        self._interval_ms = interval_ms
+        self._started = time.monotonic()
+        self._json = MetricsJsonRenderer()
+        self._fast = FastRenderer()
+        self._process = ProcessCollector(registry=None)
+        self.status_providers: list[StatusProvider] = []
+
+    def meta(self) -> Meta:
+        return Meta(
+            timestamp_ms=self._recorder.now_ms(),
+            uptime_ms=(time.monotonic() - self._started) * 1000.0,
+            is_collecting=self._is_collecting(),
+            collection_interval_ms=self._interval_ms(),
+        )
+
+    # --- the seed's documents ---------------------------------------------------------------
+
+    def metrics(self, last_n: int | None) -> dict[str, Any]:
+        rec = self._recorder
+        with rec.lock:
+            meta = self.meta()
+            return metrics_document(
+                rec.store, meta, last_n, current=rec.current(meta.timestamp_ms)
+            )
+
+    def metrics_json(self, last_n: int | None) -> bytes:
+        """The ``/metrics`` document as JSON text, from incrementally cached sample text."""
+        rec = self._recorder
+        with rec.lock:
+            meta = self.meta()
+            return self._json.render(rec.store, meta, last_n, rec.current(meta.timestamp_ms))
+
+    def summary(self) -> dict[str, Any]:
+        rec = self._recorder
+        with rec.lock:
+            meta = self.meta()
+            current = rec.current(meta.timestamp_ms)
+            return summary_document(rec.store, meta, rec.evaluator.active(), current)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        with self._recorder.lock:
+            return alerts_document(self._recorder.evaluator.active())
+
+    def active_alerts(self, per_level: bool = False) -> list[ActiveAlert]:
+        with self._recorder.lock:
+            return self._recorder.evaluator.active(per_level=per_level)
+
+    def csv(self, last_n: int | None) -> str:
+        with self._recorder.lock:
+            header, rows = csv_rows(self._recorder.store, last_n)
+        return render_csv(header, rows)
+
+    # --- exposition -------------------------------------------------------------------------
+
+    def snapshot(self) -> ExpositionSnapshot:
+        status: list[StatusFamily] = []
+        for provider in list(self.status_providers):  # outside the lock: they have their own
+            try:
+                status.extend(provider())
+            except Exception:
+                log.exception("status provider %r failed", provider)
+        rec = self._recorder
+        with rec.lock:
+            store = rec.store
+            return ExpositionSnapshot(
+                catalog=store.catalog,
+                current=rec.current(rec.now_ms()),
+                histograms=store.latency.histograms(),
+                extensions=store.extensions.statuses(),
+                firing=rec.evaluator.firing(),
+                rules=rec.evaluator.rules(),
+                target_up=self._sources.target_up(),
+                collections=rec.collections,
+                last_collection_seconds=rec.last_collection_seconds,
+                collection_errors=self._sources.error_counts(),
+                dropped_latency_observations=store.latency.dropped_observations,
+                dropped_extension_updates=store.extensions.dropped_updates,
+                evicted_endpoints=store.latency.evicted,
+                evicted_extensions=store.extensions.evicted,
+                status=status,
+            )
+
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        """Text format 0.0.4, or OpenMetrics 1.0, with the exporter's own process_*."""
+        snap = self.snapshot()
+        return self._fast.render(snap, openmetrics, self._process.collect())
