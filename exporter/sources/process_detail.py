@@ -167,6 +167,8 @@ class ProcDetailReader:
 
     def __init__(self) -> None:
         self._fds: dict[int, tuple[int, int | None]] = {}  # pid -> (status, io or None)
+        self._fd_dirs: dict[int, int] = {}  # pid -> descriptor of /proc/PID/fd, when kept
+        self._count_fds = _count_fds_by_size if fd_dir_size_counts() else _count_fds_by_listing
 
     @staticmethod
     def available() -> bool:
@@ -204,7 +206,7 @@ class ProcDetailReader:
             if fds[1] is not None:
                 for name, value in _IO_FIELDS.findall(self._read_io(pid, fds)):
                     out[_IO_KEYS[name]] = int(value)
-            out["process_open_fds"] = _count_fds(pid)
+            out["process_open_fds"] = self._count_fds(pid, self._fd_dirs)
         except (ProcessLookupError, FileNotFoundError):  # gone (a kept fd says ESRCH)
             self.forget({pid})
             return None
@@ -227,12 +229,49 @@ class ProcDetailReader:
             for fd in self._fds.pop(pid, ()):
                 if fd is not None:
                     os.close(fd)
+            fd_dir = self._fd_dirs.pop(pid, None)
+            if fd_dir is not None:
+                os.close(fd_dir)
 
     def close(self) -> None:
-        self.forget(set(self._fds))
+        self.forget(set(self._fds) | set(self._fd_dirs))
 
 
-def _count_fds(pid: int) -> int | None:
+def fd_dir_size_counts() -> bool:
+    """Whether this kernel reports a process's open descriptors as the size of /proc/PID/fd.
+
+    Linux 6.2 and later do; older kernels (and some sandboxes) say 0, and then the folder is
+    listed, as psutil does.  Checked on a descriptor this process holds open itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.fstat(fd).st_size > 0
+    finally:
+        os.close(fd)
+
+
+def _count_fds_by_size(pid: int, fd_dirs: dict[int, int]) -> int | None:
+    """One fstat of a kept /proc/PID/fd descriptor: no listing of every descriptor each tick.
+
+    The count equals listing the folder, except that a listing of one's own folder also
+    counts the descriptor the listing itself holds open.
+    """
+    fd = fd_dirs.get(pid)
+    try:
+        if fd is None:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+            fd = fd_dirs[pid] = os.open(f"/proc/{pid}/fd", flags)
+        return os.fstat(fd).st_size
+    except PermissionError:  # another user's process
+        return None
+
+
+def _count_fds_by_listing(pid: int, fd_dirs: dict[int, int]) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except PermissionError:  # another user's process

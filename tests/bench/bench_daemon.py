@@ -76,8 +76,11 @@ def _get(conn: http.client.HTTPConnection, path: str, accept: str = "*/*") -> by
     return conn.getresponse().read()
 
 
-def _collections(conn: http.client.HTTPConnection) -> float:
+def _collections(port: int) -> float:
+    """A fresh connection each time: the daemon closes keep-alive connections left idle."""
+    conn = http.client.HTTPConnection("127.0.0.1", port)
     text = _get(conn, "/metrics/prometheus").decode()
+    conn.close()
     line = next(x for x in text.splitlines() if x.startswith("crankshaft_collections_total "))
     return float(line.split()[1])
 
@@ -85,12 +88,12 @@ def _collections(conn: http.client.HTTPConnection) -> float:
 def per_tick_cpu(seconds: float = 15.0) -> float:
     """CPU seconds per tick of the default configuration, idle cost subtracted."""
     with daemon("interval: 50ms") as (busy, busy_port), daemon("interval: 24h") as (idle, _):
-        conn = http.client.HTTPConnection("127.0.0.1", busy_port)
         time.sleep(1.0)  # past the start-up
-        ticks0, busy0, idle0 = _collections(conn), cpu_seconds(busy.pid), cpu_seconds(idle.pid)
+        ticks0, busy0, idle0 = (_collections(busy_port), cpu_seconds(busy.pid),
+                                cpu_seconds(idle.pid))
         time.sleep(seconds)
         busy1, idle1 = cpu_seconds(busy.pid), cpu_seconds(idle.pid)
-        ticks = _collections(conn) - ticks0 - 1  # the last scrape is not a tick
+        ticks = _collections(busy_port) - ticks0 - 1  # the last scrape is not a tick
         return max(0.0, (busy1 - busy0) - (idle1 - idle0)) / ticks
 
 
@@ -150,7 +153,7 @@ def full_history_rss() -> float:
     with daemon("interval: 10ms") as (proc, port):
         conn = http.client.HTTPConnection("127.0.0.1", port)
         deadline = time.monotonic() + 120
-        while _collections(conn) < 1440 + 100 and time.monotonic() < deadline:
+        while _collections(port) < 1440 + 100 and time.monotonic() < deadline:
             time.sleep(0.5)
         _get(conn, "/metrics")  # the JSON sample cache exists once a client asked
         _get(conn, "/metrics/prometheus")

@@ -12,6 +12,9 @@ from exporter.sources.process_detail import (
     ProcDetailReader,
     ProcessDetailSource,
     PsutilDetailReader,
+    _count_fds_by_listing,
+    _count_fds_by_size,
+    fd_dir_size_counts,
 )
 from exporter.sources.targets import PidFinder
 
@@ -59,6 +62,29 @@ def test_both_readers_give_the_same_detail(child):
     assert first["process_threads"] == 4  # main + 3
     assert first["process_open_fds"] >= 3 + 5
     assert first["process_written_bytes"] is not None
+
+
+@pytest.mark.skipif(not fd_dir_size_counts(), reason="kernel older than 6.2: listing only")
+def test_descriptor_count_by_folder_size_equals_the_listing_and_follows_changes(child, tmp_path):
+    """The kept /proc/PID/fd descriptor is re-read each time: a file the process opens later
+    counts at once, exactly as a fresh listing counts it."""
+    import psutil
+
+    kept: dict[int, int] = {}
+    before = _count_fds_by_size(child.pid, kept)
+    assert before == _count_fds_by_listing(child.pid, {}) == psutil.Process(child.pid).num_fds()
+    extra = [open(os.devnull) for _ in range(4)]  # noqa: SIM115 - ours, not the child's
+    try:
+        assert _count_fds_by_size(child.pid, kept) == before  # another process's files
+    finally:
+        for f in extra:
+            f.close()
+    mine: dict[int, int] = {}
+    own = _count_fds_by_size(os.getpid(), mine)
+    with open(os.devnull):
+        assert _count_fds_by_size(os.getpid(), mine) == own + 1
+    for fd in (*kept.values(), *mine.values()):
+        os.close(fd)
 
 
 def test_a_process_that_is_gone_reads_as_gone_in_both(child):
