@@ -60,15 +60,19 @@ BUILTINS = {
 # bare number with a suffix instead of scaling).
 KNOWN_UNITS = {
     "none", "short", "mbytes", "bytes", "percent", "percentunit", "s", "ms", "reqps",
-    "cps", "dateTimeFromNow",
+    "cps", "dateTimeFromNow", "Bps", "celsius",
 }
 # The oldest Grafana that knows each dashboard schemaVersion (a 10.3 export is schema 39).
 SCHEMA_MIN_GRAFANA = {39: (10, 3)}
 # Counters the exporter moves once a collection (60 s by default): a rate() over less than
 # two collections flickers to 0, so their panels need a min interval of at least 2m.
 ONCE_A_TICK = ("crankshaft_websocket_connections_total", "crankshaft_collections_total",
-               "crankshaft_collection_errors_total")
-NO_VALUE_HINTS = ("connections.port", "/metrics/record", "notifiers", "No alert firing")
+               "crankshaft_collection_errors_total", "crankshaft_process_io_read_bytes_total",
+               "crankshaft_process_io_written_bytes_total",
+               "crankshaft_process_context_switches_total")
+NO_VALUE_HINTS = ("connections.port", "/metrics/record", "notifiers", "No alert firing",
+                  "board_health", "process_detail")
+GET_THROTTLED_ON_THIS_MACHINE = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
 SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}")
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.*)\s*,\s*)?(\w+)\s*\)\s*$", re.S)
@@ -185,6 +189,19 @@ def try_query(prom: PrometheusServer, expr: str) -> tuple[list[dict[str, Any]] |
         return prom.query(expr), ""
     except urllib.error.HTTPError as e:
         return None, f"HTTP {e.code}: {e.read().decode(errors='replace')}"
+
+
+def fake_raspberry_pi_sysfs(root: Path) -> Path:
+    """A sysfs tree with a Raspberry Pi's CPU thermal zone (48.5 °C) and firmware flags
+    (under-voltage and throttled, now and since boot), for board_health.sysfs_root."""
+    zone = root / "class" / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("48500\n")
+    flags = root / "devices" / "platform" / "soc" / "soc:firmware" / "get_throttled"
+    flags.parent.mkdir(parents=True)
+    flags.write_text("50005\n")
+    return root
 
 
 # --- traffic ---------------------------------------------------------------------------------
@@ -440,8 +457,17 @@ def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
     require_tool("prometheus")
     d = load_dashboard()
     cfg = tmp_path / "exporter.yaml"  # a notifier whose receiver is down: failures, a queue
-    cfg.write_text(yaml.safe_dump({"notifiers": {"webhooks": [
-        {"url": f"http://127.0.0.1:{free_port()}/hook", "timeout": "1s"}]}}))
+    # The shipped rules plus one on the board's temperature (its threshold lines), and a
+    # Raspberry Pi's sysfs: a CPU thermal zone and get_throttled (under-voltage and throttled
+    # now, and since boot), so the board health panels have data on any machine.
+    shipped = yaml.safe_load((REPO / "config" / "exporter.yaml").read_text())["alerts"]
+    sysfs = fake_raspberry_pi_sysfs(tmp_path / "sys")
+    cfg.write_text(yaml.safe_dump({
+        "notifiers": {"webhooks": [
+            {"url": f"http://127.0.0.1:{free_port()}/hook", "timeout": "1s"}]},
+        "board_health": {"sysfs_root": str(sysfs)},
+        "alerts": [*shipped, {"metric": "cpu_temperature", "warning": 75, "critical": 82}],
+    }))
     daemon = daemon_factory("--interval", "1", "--config", str(cfg))
     instance = f"127.0.0.1:{daemon.port}"
     with start_prometheus(tmp_path, [instance]) as prom:
@@ -502,6 +528,19 @@ def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
     for title, ref in (("Request rate per endpoint", "A"),
                        ("Latency percentiles per instance and endpoint (p50 / p95 / p99)", "B")):
         assert sorted(s["metric"]["endpoint"] for s in results[(title, ref)]) == sorted(ENDPOINTS)
+    # The board: the zone's temperature, its rule's thresholds, the firmware's flags.
+    assert float(results[("CPU temperature", "A")][0]["value"][1]) == 48.5
+    assert {ref: float(results[("CPU temperature", ref)][0]["value"][1]) for ref in "BC"} == {
+        "B": 75.0, "C": 82.0}
+    flags = {(s["metric"]["when"], s["metric"]["crankshaft_board_throttling"]):
+             float(s["value"][1]) for s in results[("Throttling state", "A")]}
+    assert flags == {(when, state): float(state in ("under_voltage", "throttled"))
+                     for when in ("now", "since_boot")
+                     for state in ("under_voltage", "frequency_capped", "throttled",
+                                   "soft_temperature_limit")}
+    # Process detail of the exporter itself.
+    assert float(results[("Threads", "A")][0]["value"][1]) >= 2
+    assert float(results[("Open file descriptors", "A")][0]["value"][1]) > 0
     # The threshold series are the configured (default) thresholds.
     thresholds = {ref: float(results[("Memory usage", ref)][0]["value"][1]) for ref in "BC"}
     assert thresholds == {"B": 1536.0, "C": 2048.0}
@@ -572,7 +611,12 @@ def test_default_install_every_panel_shows_data_or_says_what_it_needs(daemon_fac
     # the check has teeth: these need a push or a port, and say so
     assert {"Active connections", "Avg latency", "Extension states",
             "p95 latency per head unit"} <= set(empty)
-    assert "Memory" not in empty and "Fleet overview" not in empty
+    assert not {"Memory", "Fleet overview", "Threads", "Open file descriptors",
+                "Context switches per second"} & set(empty)
+    # board health follows this machine: empty (and saying so) exactly when it has no sensor
+    document = json.loads(daemon.request("/metrics?last_n=1").text)
+    assert ("CPU temperature" in empty) == (document["cpu_temperature"]["latest"] is None)
+    assert ("Throttling state" in empty) == (not GET_THROTTLED_ON_THIS_MACHINE.exists())
 
 
 # (head unit, its YAML thresholds for memory, the memory it reports in MiB)
@@ -594,8 +638,12 @@ def test_fleet_with_different_yaml_thresholds_in_the_overview_table(daemon_facto
     daemons = {}
     for name, memory, _ in FLEET:
         cfg = tmp_path / f"{name}.yaml"
+        # car-a is a Raspberry Pi (48.5 °C, under-voltage and throttled now); the others
+        # have no board sensor, as this machine has none of its own (psutil's stay unasked)
+        board = fake_raspberry_pi_sysfs(tmp_path / name) if name == "car-a" else tmp_path
         cfg.write_text(yaml.safe_dump({
             "target": {"kind": "none"},
+            "board_health": {"sysfs_root": str(board)},
             "alerts": [{"metric": "memory_usage", "description": "Memory usage high", **memory},
                        {"metric": "cpu_usage", "warning": 70, "critical": 90}],
         }))
@@ -629,8 +677,13 @@ def test_fleet_with_different_yaml_thresholds_in_the_overview_table(daemon_facto
             assert row["Value #E"] == 3 and row["Value #H"] == 1
         assert {name: rows[i]["Value #G"] for name, i in instances.items()} == {
             "car-a": 1, "car-b": 0, "car-c": 1}
+        # board health: the Raspberry Pi's temperature and conditions set now, absent ("-")
+        # for the cars without a sensor
+        assert {name: (rows[i].get("Value #I"), rows[i].get("Value #J"))
+                for name, i in instances.items()} == {
+            "car-a": (48.5, 2), "car-b": (None, None), "car-c": (None, None)}
         organize = next(t for t in table["transformations"] if t["id"] == "organize")
-        assert set(organize["options"]["renameByName"]) >= {f"Value #{r}" for r in "BCDEFGH"}
+        assert set(organize["options"]["renameByName"]) >= {f"Value #{r}" for r in "BCDEFGHIJ"}
         # each car's stat thresholds: the repeated row shows one instance at a time
         stat = next(p for p in walk_panels(d["panels"])
                     if p.get("title") == "Memory" and p["type"] == "stat")
