@@ -155,6 +155,8 @@ class Feed:
     series: str  # exposition metric name
     labels: dict[str, str] = field(default_factory=dict)  # besides job and instance
     expose: Callable[[float], float] = lambda v: v  # evaluator value -> exposed sample
+    # labels the series carries but the alert expression aggregates away (a state set's)
+    series_only: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -222,6 +224,30 @@ def crashed(extension: str, flags: str) -> tuple[Feed, tuple[str, list[float]]]:
         {"job": JOB, "instance": INSTANCE, "extension": extension, "status": "running"},
     )
     return feed, (running, [1.0 - f for f in seq(flags)])
+
+
+THROTTLING = "crankshaft_board_throttling"
+THROTTLE_STATES = ("under_voltage", "frequency_capped", "throttled", "soft_temperature_limit")
+
+
+def temperature(values: str) -> Feed:
+    return Feed(("cpu_temperature", ""), seq(values), "crankshaft_board_cpu_temperature_celsius")
+
+
+def under_voltage_now(flags: str, since_boot: str) -> tuple[Feed, list[tuple[str, list[float]]]]:
+    """board_throttled as the evaluator sees it (the mask, here bit 0: under-voltage) and the
+    state set the exposition carries: the other three states now (0), and since boot (which
+    the when="now" rule must not pick up)."""
+    feed = Feed(("board_throttled", ""), seq(flags), THROTTLING, {"when": "now"},
+                series_only={THROTTLING: "under_voltage"})
+    steps = len(feed.values)
+    extra = [(series_text(THROTTLING, {"job": JOB, "instance": INSTANCE, "when": "now",
+                                       THROTTLING: state}), [0.0] * steps)
+             for state in THROTTLE_STATES[1:]]
+    extra += [(series_text(THROTTLING, {"job": JOB, "instance": INSTANCE, "when": "since_boot",
+                                        THROTTLING: state}), seq(since_boot))
+              for state in THROTTLE_STATES]
+    return feed, extra
 
 
 def ext_scenario(
@@ -346,6 +372,18 @@ SCENARIOS = [
             (EXT, "nav.v2", W),
             (EXT, 'q"x\\y', C),
         },
+    ),
+    Scenario(
+        # main's board_health series: a declared gauge in °C with hysteresis, and a state
+        # set compared as "how many states are set"
+        "board_health",
+        [AlertRule("cpu_temperature", 70, 80, "Board hot", warning_clear=65),
+         AlertRule("board_throttled", None, 0, "Board throttled")],
+        [temperature("50 71 75 81.5 79 66 64.5 70.5 85 60"),
+         under_voltage_now("0 0 1 1 0 0 1 0 0 0", "1 1 1 1 1 1 1 1 1 1")[0]],
+        under_voltage_now("0 0 1 1 0 0 1 0 0 0", "1 1 1 1 1 1 1 1 1 1")[1],
+        must_fire={("cpu_temperature", "", W), ("cpu_temperature", "", C),
+                   ("board_throttled", "", C)},
     ),
     Scenario(
         "target_down",
@@ -487,7 +525,7 @@ def promtool_test(scenario: Scenario, rule_file: Path) -> tuple[dict, list]:
         feeds = {f.key: f for f in member.feeds}
         input_series += [
             {
-                "series": series_text(f.series, {**base, **f.labels}),
+                "series": series_text(f.series, {**base, **f.labels, **f.series_only}),
                 "values": " ".join(repr(float(f.expose(v))) for v in f.values),
             }
             for f in member.feeds
@@ -645,6 +683,9 @@ def test_scenario_timelines_are_what_they_claim():
     )
     # for 1m, clear 40/80: 51 45 51 51 45 41 40 51 45 101 101 90 101 45 101 85 85 79 60 39
     assert levels("connections_hysteresis_for_1m") == ("- - - W W W - - - - WC WC WC W W W W W W -")
+    # temperature 70/80 clear 65: 50 71 75 81.5 79 66 64.5 70.5 85 60; under-voltage now
+    # 0 0 1 1 0 0 1 0 0 0 (critical above 0; since boot always set, never its input)
+    assert levels("board_health") == "- W WC WCC W W C W WC -"
 
 
 @pytest.mark.parametrize("mutation", ["drop", "severity", "value", "extra"])
