@@ -140,6 +140,12 @@ def test_no_threshold_is_written_into_the_rules():
         ("total_connections", "crankshaft_websocket_connections_total"),
         ("request_latency", "crankshaft_request_latency_ms"),
         ("target_down", "(1 - crankshaft_target_up)"),
+        # the sources' declarations: a gauge with an OpenMetrics unit, a state set of one
+        # `when`, process detail
+        ("cpu_temperature", "crankshaft_board_cpu_temperature_celsius"),
+        ("board_throttled", "(sum without (crankshaft_board_throttling) "
+                            '(crankshaft_board_throttling{when="now"}))'),
+        ("process_open_fds", "crankshaft_process_open_fds"),
     ],
 )
 def test_value_expression_per_metric(metric, value):
@@ -539,3 +545,21 @@ def test_every_runbook_url_points_at_a_readme_section_that_exists():
         base, _, anchor = e["annotations"]["runbook_url"].partition("#")
         assert base == "README.md"
         assert anchor in anchors, f"{e['alert']}: README has no section #{anchor}"
+
+
+@pytest.mark.parametrize(
+    ("metric", "value_text", "unit"),
+    [
+        ("memory_usage", '{{ $value | printf "%.1f" }} MiB', " MiB"),  # the seed's MB: RSS/2**20
+        ("cpu_temperature", '{{ $value | printf "%.1f" }} °C', " °C"),
+        ("process_threads", '{{ $value | printf "%.0f" }} on', ""),  # a count: whole, no unit
+        ("board_throttled", '{{ $value | printf "%.0f" }} on', ""),
+    ],
+)
+def test_units_and_number_formats_come_from_the_declarations(metric, value_text, unit):
+    from exporter.promrules import unit_text
+
+    assert unit_text(metric) == unit
+    (e,) = entries(AlertRule(metric, None, 0 if metric == "board_throttled" else 100))
+    assert value_text in e["annotations"]["description"]
+    assert "None" not in e["annotations"]["description"]
