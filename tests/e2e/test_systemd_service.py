@@ -206,7 +206,8 @@ def exposition(c: Container) -> str:
 
 
 def threshold_line(metric: str, level: str, value: float) -> str:
-    return f'crankshaft_alert_threshold{{metric="{metric}",level="{level}",selector=""}} {value}'
+    """As prometheus_client's encoders write it (and the fast renderer): labels sorted."""
+    return f'crankshaft_alert_threshold{{level="{level}",metric="{metric}",selector=""}} {value}'
 
 
 # --- install ------------------------------------------------------------------------------------
