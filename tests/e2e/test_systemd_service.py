@@ -206,7 +206,7 @@ def exposition(c: Container) -> str:
 
 
 def threshold_line(metric: str, level: str, value: float) -> str:
-    """As prometheus_client's encoders write it (and the fast renderer): labels sorted."""
+    # label names in sorted order, as prometheus_client's encoders and the fast renderer write
     return f'crankshaft_alert_threshold{{level="{level}",metric="{metric}",selector=""}} {value}'
 
 
