@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-# Installation (make install): honours PREFIX, SYSCONFDIR, UNITDIR and DESTDIR.
+# Installation (make install): honours PREFIX, SYSCONFDIR, UNITDIR, BINDIR and DESTDIR.
 PREFIX ?= /opt/crankshaft-exporter
+# A link to the program here puts `crankshaft-exporter` on PATH.
+BINDIR ?= /usr/local/bin
 SYSCONFDIR ?= /etc/crankshaft-exporter
 UNITDIR ?= /etc/systemd/system
 DESTDIR ?=
@@ -66,10 +68,18 @@ install:
 	    -e 's|/etc/crankshaft-exporter|$(SYSCONFDIR)|g' \
 	    systemd/crankshaft-exporter.service > $(DESTDIR)$(UNITDIR)/crankshaft-exporter.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/crankshaft-exporter.service
+	install -d -m 0755 $(DESTDIR)$(BINDIR)
+	if [ -e $(DESTDIR)$(BINDIR)/crankshaft-exporter ] && \
+	   [ ! -L $(DESTDIR)$(BINDIR)/crankshaft-exporter ]; then \
+	  echo "note: $(BINDIR)/crankshaft-exporter exists and is not our link; left alone" >&2; \
+	else ln -sfn $(PREFIX)/bin/crankshaft-exporter $(DESTDIR)$(BINDIR)/crankshaft-exporter; fi
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(UNITDIR)/crankshaft-exporter.service
+	if [ "$$(readlink $(DESTDIR)$(BINDIR)/crankshaft-exporter)" = \
+	     "$(PREFIX)/bin/crankshaft-exporter" ]; then \
+	  rm -f $(DESTDIR)$(BINDIR)/crankshaft-exporter; fi
 	rm -rf $(DESTDIR)$(PREFIX)
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "left $(SYSCONFDIR) in place (your configuration)"

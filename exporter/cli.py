@@ -1,10 +1,11 @@
 """Command line.
 
     crankshaft-exporter [run] [--config FILE] [--listen HOST:PORT] [--interval SECONDS]
-                        [--log-level LEVEL] [--log-format FORMAT] [--web.config.file FILE]
+                        [--log-level LEVEL] [--log-format FORMAT] [--target KIND:VALUE]
+                        [--web.config.file FILE]
     crankshaft-exporter check-config [FILE] [--web.config.file FILE]
     crankshaft-exporter default-config
-    crankshaft-exporter alert-rules [--config FILE]
+    crankshaft-exporter alert-rules [--config FILE] [--job NAME] [--runbook-base URL]
     crankshaft-exporter --version
 
 Every failure a user can cause ends with one clear line per problem on stderr and a
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="exporter-toolkit web config (TLS, basic auth), as node_exporter reads it",
     )
+    run.add_argument(
+        "--target",
+        metavar="KIND:VALUE",
+        help="the process to watch, as target: in the file: self, pid:1234, "
+        "pidfile:/run/x.pid, name:crankshaft, cmdline:REGEX, systemd_unit:x.service, none",
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE", nargs="?")
     check.add_argument(
@@ -64,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         "alert-rules", help="print Prometheus alerting rules equal to the configured alerts"
     )
     rules.add_argument("--config", metavar="FILE", help="YAML config (default: built-in)")
+    rules.add_argument(
+        "--job",
+        default="crankshaft",
+        help="Prometheus job name of the exporters, for the offline rules (default: crankshaft)",
+    )
+    rules.add_argument(
+        "--runbook-base",
+        metavar="URL",
+        default="README.md",
+        help="where README.md is published; runbook_url is URL#alert-name (default: README.md)",
+    )
     return parser
 
 
@@ -78,7 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from exporter.daemon import Daemon, Overrides, StartupError
 
     overrides = Overrides(
-        args.listen, args.interval, args.log_level, args.log_format, args.web_config_file
+        args.listen, args.interval, args.log_level, args.log_format, args.web_config_file,
+        target=args.target,
     )
     try:
         daemon = Daemon(args.config, overrides)
@@ -130,7 +149,7 @@ def cmd_alert_rules(args: argparse.Namespace) -> int:
     except ConfigError as e:
         _print_problems(e.problems)
         return EX_CONFIG
-    sys.stdout.write(render_rules(config.alerts, config.interval))
+    sys.stdout.write(render_rules(config.alerts, config.interval, args.job, args.runbook_base))
     return 0
 
 

@@ -54,13 +54,17 @@ class Overrides:
     log_level: str | None = None
     log_format: str | None = None
     web_config_file: str | None = None
+    target: str | None = None
 
 
 def read_config(path: str | None, overrides: Overrides) -> Config:
     config = Config.default() if path is None else load_config(path)
     try:
         config = config.with_overrides(
-            listen=overrides.listen, interval=overrides.interval, log_level=overrides.log_level
+            listen=overrides.listen,
+            interval=overrides.interval,
+            log_level=overrides.log_level,
+            target=overrides.target,
         )
     except ValueError as e:
         raise ConfigError([Problem("command line", None, "", str(e))]) from None

@@ -12,9 +12,9 @@ import re
 from yaml.nodes import MappingNode, Node
 
 from exporter.alerts.rules import (
-    DEFAULT_RULES,
     ENDPOINT_METRICS,
     EXTENSION_METRICS,
+    SHIPPED_RULES,
     AlertRule,
     alertable_metrics,
     rule_problems,
@@ -56,7 +56,7 @@ def alert_rules(walker: Walker, top: Fields) -> tuple[AlertRule, ...]:
     """The configured rules; the built-in ones when the file has no ``alerts`` key."""
     node = top.value_node("alerts")
     if node is None:
-        return DEFAULT_RULES
+        return SHIPPED_RULES
     rules: list[AlertRule] = []
     first_of: dict[tuple[str, str | None], str] = {}
     for i, item in enumerate(walker.sequence(node, "alerts")):
@@ -85,25 +85,35 @@ def _rule(walker: Walker, f: Fields, node: Node) -> AlertRule | None:
     start = len(walker.problems)
     known = alertable_metrics()
     f.require("metric", f"required; one of {', '.join(known)}")
-    fields = {
-        "metric": f.get("metric", checks.choice(known, "metric"), ""),
-        "warning_threshold": f.get("warning", _THRESHOLD, None),
-        "critical_threshold": f.get("critical", _THRESHOLD, None),
-        "for_seconds": f.get("for", checks.duration(0.0, float("inf")), 0.0),
-        "warning_clear": f.get("warning_clear", _THRESHOLD, None),
-        "critical_clear": f.get("critical_clear", _THRESHOLD, None),
-    }
-    related_ok = len(walker.problems) == start  # else rule_problems would see stand-ins
+    fields: dict[str, object] = {}
+    # fields whose value was missing or rejected (and holds a stand-in)
+    failed: list[str] = ["metric"] if len(walker.problems) > start else []
+    for name, key, check, default in (
+        ("metric", "metric", checks.choice(known, "metric"), ""),
+        ("warning_threshold", "warning", _THRESHOLD, None),
+        ("critical_threshold", "critical", _THRESHOLD, None),
+        ("for_seconds", "for", checks.duration(0.0, float("inf")), 0.0),
+        ("warning_clear", "warning_clear", _THRESHOLD, None),
+        ("critical_clear", "critical_clear", _THRESHOLD, None),
+    ):
+        before = len(walker.problems)
+        fields[name] = f.get(key, check, default)
+        if len(walker.problems) > before:
+            failed.append(name)
     fields["description"] = f.get("description", checks.string(empty_ok=True), "")
     fields["enabled"] = f.get("enabled", checks.boolean, True)
     fields["selector"] = _selector(walker, f, str(fields["metric"]))
-    if related_ok:
-        for problem in rule_problems(_unchecked(fields)):
-            key, message = _translate(problem)
-            if key is None:
-                walker.report(node, f.path, message)
-            else:
-                walker.report(f.value_node(key) or node, f.key_path(key), message)
+    # Every problem of the rule, not only the first: the relations between the fields that
+    # were accepted are checked too (a rule with `for: -5` and warning above critical gets
+    # both messages); a relation involving a rejected field would judge its stand-in.
+    for problem in rule_problems(_unchecked(fields)):
+        if any(name in problem for name in failed):
+            continue
+        key, message = _translate(problem)
+        if key is None:
+            walker.report(node, f.path, message)
+        else:
+            walker.report(f.value_node(key) or node, f.key_path(key), message)
     if len(walker.problems) > start:
         return None
     return AlertRule(**fields)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from exporter.alerts.rules import DEFAULT_RULES, AlertRule
+from exporter.alerts.rules import SHIPPED_RULES, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.config.errors import quote
 from exporter.extensions import DEFAULT_EVICT_AFTER_S as EXTENSION_EVICT_AFTER_S
@@ -29,7 +29,7 @@ from exporter.latency import (
     DEFAULT_WINDOW,
 )
 from exporter.sources import registry
-from exporter.sources.targets import TargetSpec
+from exporter.sources.targets import TARGET_KINDS, TargetSpec
 from exporter.store import DEFAULT_CAPACITY, StoreSettings
 from exporter.values import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS
 
@@ -71,6 +71,11 @@ class ListenAddress:
             port_text = rest[1:]
         else:
             host, sep, port_text = text.rpartition(":")
+            if not sep and text.isascii() and text.isdigit():  # `--listen 19303`
+                raise ValueError(
+                    f'{quote(text)} has no host part; write HOST:PORT, e.g. ":{text}" (every '
+                    f'interface) or "127.0.0.1:{text}"'
+                )
             if not sep:
                 raise ValueError(
                     f'{quote(text)} has no port; write HOST:PORT, e.g. ":{DEFAULT_PORT}" '
@@ -239,7 +244,7 @@ class Config:
     extensions: ExtensionsConfig = field(default_factory=ExtensionsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    alerts: tuple[AlertRule, ...] = DEFAULT_RULES
+    alerts: tuple[AlertRule, ...] = SHIPPED_RULES
     notifiers: NotifiersConfig = field(default_factory=NotifiersConfig)
 
     @classmethod
@@ -283,8 +288,10 @@ class Config:
         listen: str | None = None,
         interval: object = None,
         log_level: str | None = None,
+        target: str | None = None,
     ) -> Config:
-        """This config with the command line's ``--listen/--interval/--log-level`` applied.
+        """This config with the command line's ``--listen/--interval/--log-level/--target``
+        applied.
 
         Raises ValueError with a one-line reason; None leaves a setting as the file has it.
         """
@@ -303,4 +310,38 @@ class Config:
             config = replace(
                 config, logging=replace(config.logging, level=check_log_level(log_level))
             )
+        if target is not None:
+            try:
+                config = replace(config, target=parse_target(target))
+            except ValueError as e:
+                raise ValueError(f"target: {e}") from None
         return config
+
+
+def parse_target(text: str) -> TargetSpec:
+    """``--target KIND:VALUE`` (``self`` and ``none`` alone): the ``target:`` section of the
+    file in one word, for a quick try.  A relative pidfile is relative to the current
+    directory, as a path on a command line is."""
+    kind, sep, value = text.strip().partition(":")
+    kinds = ", ".join(TARGET_KINDS)
+    if kind not in TARGET_KINDS:
+        raise ValueError(
+            f"unknown kind {quote(kind)}; write KIND:VALUE with KIND one of {kinds}, "
+            'e.g. "name:crankshaft" or "systemd_unit:crankshaft.service"'
+        )
+    if kind in ("self", "none"):
+        if sep:
+            raise ValueError(f'kind "{kind}" takes no value; write just "{kind}"')
+        return TargetSpec(kind)
+    if not value:
+        raise ValueError(f'kind "{kind}" needs a value: "{kind}:VALUE"')
+    if kind == "pidfile":
+        value = os.path.abspath(value)
+    spec = TargetSpec(kind, value)
+    try:  # validates (a pid is a positive integer, a cmdline regex compiles)
+        spec.finder()
+    except RecursionError:
+        raise ValueError("the regex is nested too deeply") from None
+    except (re.error, OverflowError) as e:
+        raise ValueError(str(e).splitlines()[0]) from None
+    return TargetSpec("pid", int(value)) if kind == "pid" else spec

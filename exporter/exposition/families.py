@@ -127,6 +127,14 @@ def _alert_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         "Configured alert thresholds, in the unit of the metric they watch",
         labels=["metric", "level", "selector"],
     )
+    # Beside each threshold, the value a firing level must drop to before it clears (the
+    # threshold itself without hysteresis): Prometheus rules compare each instance with its
+    # own pair (exporter/promrules.py), so one rules file serves a fleet.
+    clears = GaugeMetricFamily(
+        "crankshaft_alert_clear_threshold",
+        "Configured clear thresholds (hysteresis): a firing level holds while the value is above",
+        labels=["metric", "level", "selector"],
+    )
     seen: set[tuple[str, str]] = set()  # one active series per (metric, level) with a rule
     for rule in snap.rules:
         if not rule.enabled:
@@ -139,9 +147,30 @@ def _alert_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
             if (rule.metric, lvl) not in seen:
                 seen.add((rule.metric, lvl))
                 active.add_metric([rule.metric, lvl], counts.get((rule.metric, lvl), 0))
-            thresholds.add_metric([rule.metric, lvl, rule.selector or ""], threshold)
+            label_values = [rule.metric, lvl, rule.selector or ""]
+            thresholds.add_metric(label_values, threshold)
+            clears.add_metric(label_values, rule.clear_threshold(level))  # type: ignore[arg-type]
     yield active
     yield thresholds
+    yield clears
+    yield listed_alerts_family(snap)
+
+
+def listed_alerts_family(snap: ExpositionSnapshot) -> Metric:
+    """What GET /metrics/alerts lists: one alert per instance at its highest firing level
+    (crankshaft_alert_active counts every firing level, so a critical alert is there twice)."""
+    highest: dict[tuple[str, str], str] = {}
+    for metric, label, level in snap.firing:
+        if LEVELS.index(level) >= LEVELS.index(highest.get((metric, label), LEVELS[0])):
+            highest[(metric, label)] = level
+    family = GaugeMetricFamily(
+        "crankshaft_active_alerts",
+        "Alerts listed by GET /metrics/alerts, by the level they are listed at",
+        labels=["level"],
+    )
+    for level in LEVELS:
+        family.add_metric([level.lower()], sum(1 for lvl in highest.values() if lvl == level))
+    return family
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -1,4 +1,4 @@
-"""``make bench``: every benchmark in turn; paste the tables into README's Performance section."""
+"""``make bench``: every benchmark in turn; paste the tables into tests/bench/RESULTS.md."""
 
 import importlib
 import platform

@@ -22,7 +22,7 @@ def median_seconds_per_call(fn: Callable[[], object], number: int, repeat: int =
 
 
 def table(title: str, header: list[str], rows: list[list[object]]) -> str:
-    """A markdown table, ready to paste into README's Performance section."""
+    """A markdown table, ready to paste into tests/bench/RESULTS.md."""
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -93,6 +93,7 @@ def service_config(active_connections: tuple[float, float] | None = None) -> str
         rules = [r for r in doc["alerts"] if r["metric"] == "active_connections"]
         assert len(rules) == 1, doc["alerts"]
         rules[0]["warning"], rules[0]["critical"] = warning, critical
+        rules[0]["for"] = "0s"  # crossed on purpose: fire on the first sample, not after 5m
     return "# derived from config/exporter.yaml by the e2e test\n" + yaml.safe_dump(
         doc, sort_keys=False
     )

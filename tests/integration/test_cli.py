@@ -260,6 +260,10 @@ def test_run_with_a_missing_config_exits_78(tmp_path: Path) -> None:
         ("--interval", "1x", 'invalid duration "1x"'),
         ("--interval", "-1", "negative"),
         ("--listen", "nohost", "has no port"),
+        ("--listen", "19303", 'write HOST:PORT, e.g. ":19303"'),
+        ("--target", "name", 'kind "name" needs a value'),
+        ("--target", "proc:1", 'unknown kind "proc"'),
+        ("--target", "pid:-4", "positive integer"),
         ("--listen", "127.0.0.1:65536", "0..65535"),
     ],
 )
@@ -316,3 +320,21 @@ def test_bogus_command_lines_exit_2_with_usage(args: list[str]) -> None:
     assert result.stdout == ""
     assert "usage: crankshaft-exporter" in result.stderr
     assert "error:" in result.stderr.splitlines()[-1]
+
+
+def test_run_with_target_watches_that_process(tmp_path: Path) -> None:
+    """``--target KIND:VALUE`` is the file's ``target:`` in one word, and wins over it."""
+    from tests.conftest import start_daemon
+
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text("target: {kind: none}\n")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        daemon = start_daemon(tmp_path, "--config", str(cfg), "--target", f"pid:{child.pid}")
+        try:
+            assert f"target pid {child.pid}" in daemon.log()
+        finally:
+            daemon.stop()
+    finally:
+        child.kill()
+        child.wait()

@@ -302,6 +302,16 @@ def fresh(daemon_factory) -> RunningDaemon:
     return daemon_factory("--interval", "0.3")
 
 
+@pytest.fixture
+def seed_alert(daemon_factory, tmp_path) -> RunningDaemon:
+    """A daemon of our own whose active_connections rule is the seed's, without `for` (the
+    shipped configuration waits 5m): it fires on the first sample that crosses."""
+    cfg = tmp_path / "seed-alert.yaml"
+    cfg.write_text("alerts:\n  - {metric: active_connections, warning: 50, critical: 100,\n"
+                   "     description: Too many active connections}\n")
+    return daemon_factory("--interval", "0.3", "--config", str(cfg))
+
+
 # --- GET /metrics as JSON ----------------------------------------------------------------
 
 
@@ -655,7 +665,8 @@ def connection_alerts(d: RunningDaemon) -> list[dict[str, Any]]:
     return [a for a in get_json(d, "/metrics/alerts") if a["metric"] == "active_connections"]
 
 
-def test_connection_alert_fires_and_resolves(fresh: RunningDaemon) -> None:
+def test_connection_alert_fires_and_resolves(seed_alert: RunningDaemon) -> None:
+    fresh = seed_alert
     assert fresh.post_json("/metrics/record",
                            {"active_connections": 120, "total_connections": 500}).status == 200
     (alert,) = poll(lambda: connection_alerts(fresh), bool, "the active_connections alert")
@@ -689,7 +700,8 @@ def test_connection_alert_fires_and_resolves(fresh: RunningDaemon) -> None:
                         metric="active_connections", level="critical") == 0
 
 
-def test_warning_level_between_thresholds(fresh: RunningDaemon) -> None:
+def test_warning_level_between_thresholds(seed_alert: RunningDaemon) -> None:
+    fresh = seed_alert
     assert fresh.post_json("/metrics/record", {"active_connections": 75}).status == 200
     (alert,) = poll(lambda: connection_alerts(fresh), bool, "the warning")
     assert (alert["level"], alert["current_value"]) == ("WARNING", 75)

@@ -291,8 +291,11 @@ def test_alert_transitions_reach_journald_with_their_fields(tmp_path: Path) -> N
 # --- the JSON log format --------------------------------------------------------------------
 
 
-def test_daemon_json_logs_carry_the_alert_as_an_object(daemon_factory) -> None:
-    d = daemon_factory("--interval", "100ms", "--log-format", "json")
+def test_daemon_json_logs_carry_the_alert_as_an_object(daemon_factory, tmp_path) -> None:
+    cfg = tmp_path / "exporter.yaml"  # the seed's rule, without the shipped 5m `for`
+    cfg.write_text("alerts: [{metric: active_connections, warning: 50, critical: 100,"
+                   " description: Too many active connections}]\n")
+    d = daemon_factory("--interval", "100ms", "--log-format", "json", "--config", str(cfg))
     r = d.post_json("/metrics/record", {"active_connections": 120})
     assert r.status in (200, 202), r.body
 

@@ -30,7 +30,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -105,11 +105,35 @@ def test_go_float_matches_prometheus_formatting():
     assert {v: go_float(v) for v in cases} == cases
 
 
-def expand(template: str, labels: dict[str, str], value: float) -> str:
-    text = template.replace("{{ $value }}", go_float(value))
+BRACES = "\0"  # stands for a literal "{{" while the template constructs are replaced
+THRESHOLD_LOOKUP = re.compile(
+    r'\{\{ with printf "crankshaft_alert_threshold\{job=%q,instance=%q,metric=%q,level=%q,'
+    r'selector=%q\}" \$labels\.job \$labels\.instance "(\w+)" "(\w+)" (""|\$labels\.\w+) '
+    r'\| query \}\}\{\{ \. \| first \| value \| printf "(%\.\d+f)" \}\}\{\{ end \}\}'
+)
+
+
+def expand(template: str, labels: dict[str, str], value: float, threshold: float | None) -> str:
+    """The annotation as Prometheus renders it: ``$labels``, ``$value`` printed with printf,
+    ``with $labels.vehicle``, and the instance's threshold looked up with ``query`` (given
+    here as ``threshold``, the one the instance publishes)."""
+    text = template.replace('{{ "{{" }}', BRACES)
+    text = text.replace("{{ $value }}", go_float(value))
+    text = re.sub(r'\{\{ \$value \| printf "(%\.\d+f)" \}\}', lambda m: m[1] % value, text)
+    text = re.sub(
+        r"\{\{ with \$labels\.(\w+) \}\}(.*?)\{\{ \. \}\}(.*?)\{\{ end \}\}",
+        lambda m: f"{m[2]}{labels[m[1]]}{m[3]}" if labels.get(m[1]) else "",
+        text,
+    )
+
+    def lookup(m: re.Match[str]) -> str:
+        assert threshold is not None, f"no threshold for {m[0]}"
+        return m[4] % threshold
+
+    text = THRESHOLD_LOOKUP.sub(lookup, text)
     text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
     assert "{{" not in text, f"template construct this test cannot render: {template!r}"
-    return text
+    return text.replace(BRACES, "{{")
 
 
 def series_text(name: str, labels: dict[str, str]) -> str:
@@ -131,16 +155,36 @@ class Feed:
     series: str  # exposition metric name
     labels: dict[str, str] = field(default_factory=dict)  # besides job and instance
     expose: Callable[[float], float] = lambda v: v  # evaluator value -> exposed sample
+    # labels the series carries but the alert expression aggregates away (a state set's)
+    series_only: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Member:
+    """One exporter of a fleet: its instance, its own rules (the thresholds it publishes and
+    evaluates), its values, and labels its scrape config adds (such as ``vehicle``)."""
+
+    instance: str
+    rules: list[AlertRule]
+    feeds: list[Feed]
+    extra_series: list[tuple[str, list[float]]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Scenario:
     name: str
-    rules: list[AlertRule]
+    rules: list[AlertRule]  # what the rules file is generated from
     feeds: list[Feed]
     extra_series: list[tuple[str, list[float]]] = field(default_factory=list)
     must_fire: set[tuple[str, str, str]] = field(default_factory=set)
     rule_file: Path | None = None  # default: render_rules(rules)
+    fleet: list[Member] | None = None  # default: one exporter at INSTANCE with `rules`
+
+    def members(self) -> list[Member]:
+        if self.fleet is not None:
+            return self.fleet
+        return [Member(INSTANCE, self.rules, self.feeds, self.extra_series)]
 
 
 def seq(text: str) -> list[float]:
@@ -182,6 +226,30 @@ def crashed(extension: str, flags: str) -> tuple[Feed, tuple[str, list[float]]]:
     return feed, (running, [1.0 - f for f in seq(flags)])
 
 
+THROTTLING = "crankshaft_board_throttling"
+THROTTLE_STATES = ("under_voltage", "frequency_capped", "throttled", "soft_temperature_limit")
+
+
+def temperature(values: str) -> Feed:
+    return Feed(("cpu_temperature", ""), seq(values), "crankshaft_board_cpu_temperature_celsius")
+
+
+def under_voltage_now(flags: str, since_boot: str) -> tuple[Feed, list[tuple[str, list[float]]]]:
+    """board_throttled as the evaluator sees it (the mask, here bit 0: under-voltage) and the
+    state set the exposition carries: the other three states now (0), and since boot (which
+    the when="now" rule must not pick up)."""
+    feed = Feed(("board_throttled", ""), seq(flags), THROTTLING, {"when": "now"},
+                series_only={THROTTLING: "under_voltage"})
+    steps = len(feed.values)
+    extra = [(series_text(THROTTLING, {"job": JOB, "instance": INSTANCE, "when": "now",
+                                       THROTTLING: state}), [0.0] * steps)
+             for state in THROTTLE_STATES[1:]]
+    extra += [(series_text(THROTTLING, {"job": JOB, "instance": INSTANCE, "when": "since_boot",
+                                        THROTTLING: state}), seq(since_boot))
+              for state in THROTTLE_STATES]
+    return feed, extra
+
+
 def ext_scenario(
     name: str, rules: list[AlertRule], flags: dict[str, str], must_fire: set[tuple[str, ...]]
 ) -> Scenario:
@@ -190,24 +258,23 @@ def ext_scenario(
 
 
 W, C = WARNING, CRITICAL
-NAV = crashed("nav", "0 1 1 0 0 1 0 0 0 0")
-MEDIA = crashed("media", "0 0 0 1 1 1 0 1 0 0")
 ODD = "(x)* {id}?#~& ü"
 
 SCENARIOS = [
     Scenario(
         "defaults",  # the committed rules file, every default rule at once
         list(Config.default().alerts),
-        [
-            memory("1000 1537 2049 2100 1800 1536 900 2500 1000 1000"),
-            cpu("10 70 70.5 95 90 89.9 50 91 12.25 0"),
-            conns("0 51 101 100 50 49 150 0 55 55"),
-            latency("100 501 1001.5 999 500 0.5 1000 1000.25 20 20"),
-            target_down("1 1 0 0 1 0 1 1 0 1"),
-            NAV[0],
-            MEDIA[0],
+        [  # the shipped `for`: 5m on the four seed rules, 1m on target_down
+            memory("1000 1537 2049 2100 2100 2100 2049 2049 1600 1536 900 2500 1000 1000"),
+            cpu("10 70 70.5 95 90 89.9 95 95 95 95 95 95 91 12.25"),
+            conns("0 51 101 100 55 60 150 150 150 150 150 150 150 55"),
+            latency("100 501 1001.5 999 1500 1500 1500 1200 1100 1000.25 1001 999 20 20"),
+            target_down("1 1 0 0 1 0 0 1 1 0 1 1 1 1"),
+            crashed("nav", "0 1 1 0 0 1 0 0 0 0 1 1 0 0")[0],
+            crashed("media", "0 0 0 1 1 1 0 1 0 0 0 0 0 1")[0],
         ],
-        [NAV[1], MEDIA[1]],
+        [crashed("nav", "0 1 1 0 0 1 0 0 0 0 1 1 0 0")[1],
+         crashed("media", "0 0 0 1 1 1 0 1 0 0 0 0 0 1")[1]],
         {
             ("memory_usage", "", W),
             ("memory_usage", "", C),
@@ -307,6 +374,18 @@ SCENARIOS = [
         },
     ),
     Scenario(
+        # main's board_health series: a declared gauge in °C with hysteresis, and a state
+        # set compared as "how many states are set"
+        "board_health",
+        [AlertRule("cpu_temperature", 70, 80, "Board hot", warning_clear=65),
+         AlertRule("board_throttled", None, 0, "Board throttled")],
+        [temperature("50 71 75 81.5 79 66 64.5 70.5 85 60"),
+         under_voltage_now("0 0 1 1 0 0 1 0 0 0", "1 1 1 1 1 1 1 1 1 1")[0]],
+        under_voltage_now("0 0 1 1 0 0 1 0 0 0", "1 1 1 1 1 1 1 1 1 1")[1],
+        must_fire={("cpu_temperature", "", W), ("cpu_temperature", "", C),
+                   ("board_throttled", "", C)},
+    ),
+    Scenario(
         "target_down",
         [DEFAULT_RULES[5]],
         [target_down("1 0 0 1 0 1 1 0 0 0 1")],
@@ -319,6 +398,57 @@ SCENARIOS = [
         must_fire={("target_down", "", C)},
     ),
 ]
+
+
+def shipped_with(**changes: dict[str, object]) -> list[AlertRule]:
+    """The shipped rules with some thresholds changed, as another car's YAML would have them
+    (same metrics, levels and `for`: those are what the rules file fixes)."""
+    return [replace(r, **changes.get(r.metric, {})) for r in Config.default().alerts]
+
+
+def fleet_feeds(mem: str, cpu_values: str) -> list[Feed]:
+    steps = len(mem.split())
+    return [memory(mem), cpu(cpu_values), target_down(" ".join(["1"] * steps))]
+
+
+FLEET_MEMORY = "1100 1100 1250 1250 1250 1250 1250 1250 950 950 850 850 1600 1600"
+FLEET = Scenario(
+    # One rules file (the committed one, from the shipped config) for two cars whose YAML
+    # set different thresholds: each fires at its own, with its own hysteresis.
+    "fleet_own_thresholds",
+    list(Config.default().alerts),
+    [],
+    fleet=[
+        Member("car-a:9001", shipped_with(), fleet_feeds(FLEET_MEMORY, "75 " * 14),
+               labels={"vehicle": "van-1"}),
+        Member(
+            "car-b:9001",
+            shipped_with(
+                memory_usage={"warning_threshold": 1000.0, "critical_threshold": 1200.0,
+                              "warning_clear": 900.0},
+                cpu_usage={"warning_threshold": 80.0},
+            ),
+            fleet_feeds(FLEET_MEMORY, "75 " * 14),
+            labels={"vehicle": "van-2"},
+        ),
+    ],
+    must_fire={("memory_usage", "", W), ("memory_usage", "", C), ("cpu_usage", "", W)},
+    rule_file=COMMITTED,
+)
+SCENARIOS.append(FLEET)
+
+
+def test_fleet_scenario_members_differ_only_by_their_thresholds():
+    """The fleet scenario does test per-instance thresholds: same values, different alerts."""
+    a, b = FLEET.members()
+    assert [m.feeds[0].values for m in (a, b)] == [a.feeds[0].values] * 2
+    fired = [{x for step in evaluate_rules(m.rules, m.feeds) for x in step} for m in (a, b)]
+    assert fired[0] == {("cpu_usage", "", W)}  # 75 % is above car A's 70, not car B's 80
+    assert fired[1] == {("memory_usage", "", W), ("memory_usage", "", C)}
+    # car B's warning holds from 950 down to its clear threshold of 900 (hysteresis)
+    levels = [sorted(lvl for met, _, lvl in step if met == "memory_usage")
+              for step in evaluate_rules(b.rules, b.feeds)]
+    assert levels[8:11] == [[W], [W], []]
 
 
 # --- building the promtool test -------------------------------------------------------------
@@ -345,59 +475,86 @@ def rule_entry(doc: dict, rule: AlertRule, level: str) -> dict:
     return entry
 
 
-def evaluate(scenario: Scenario) -> list[list[tuple[str, str, str]]]:
+def evaluate_rules(rules: list[AlertRule], feeds: list[Feed]) -> list[list[tuple[str, str, str]]]:
     """firing() of the exporter's evaluator after each step."""
-    steps = len(scenario.feeds[0].values)
-    assert all(len(f.values) == steps for f in scenario.feeds), "feeds of unequal length"
-    ev = AlertEvaluator(scenario.rules)
+    steps = len(feeds[0].values)
+    assert all(len(f.values) == steps for f in feeds), "feeds of unequal length"
+    ev = AlertEvaluator(rules)
     timeline = []
     for i in range(steps):
-        ev.evaluate(i * STEP_S * 1000.0, {f.key: f.values[i] for f in scenario.feeds})
+        ev.evaluate(i * STEP_S * 1000.0, {f.key: f.values[i] for f in feeds})
         timeline.append(sorted(ev.firing()))
     return timeline
+
+
+def evaluate(scenario: Scenario) -> list[list[tuple[str, str, str]]]:
+    return evaluate_rules(scenario.rules, scenario.feeds)
+
+
+def threshold_series(member: Member, steps: int) -> list[dict[str, str]]:
+    """What the member's exporter publishes for its rules (exposition._alerts): each enabled
+    rule's threshold and clear threshold per level, constant over the scenario."""
+    out = []
+    for rule in member.rules:
+        if not rule.enabled:
+            continue
+        for level in (WARNING, CRITICAL):
+            if rule.threshold(level) is None:
+                continue
+            labels = {"job": JOB, "instance": member.instance, **member.labels,
+                      "metric": rule.metric, "level": level.lower(),
+                      "selector": rule.selector or ""}
+            for family, value in (("crankshaft_alert_threshold", rule.threshold(level)),
+                                  ("crankshaft_alert_clear_threshold",
+                                   rule.clear_threshold(level))):
+                out.append({"series": series_text(family, labels),
+                            "values": " ".join([repr(float(value))] * steps)})
+    return out
 
 
 def promtool_test(scenario: Scenario, rule_file: Path) -> tuple[dict, list]:
     rules_doc = yaml.safe_load(rule_file.read_text())
     alertnames = sorted({e["alert"] for e in rules_doc["groups"][0]["rules"]})
-    feeds = {f.key: f for f in scenario.feeds}
-    timeline = evaluate(scenario)
-    input_series = [
-        {
-            "series": series_text(f.series, {"job": JOB, "instance": INSTANCE, **f.labels}),
-            "values": " ".join(repr(float(f.expose(v))) for v in f.values),
-        }
-        for f in scenario.feeds
-    ] + [
-        {"series": s, "values": " ".join(repr(float(v)) for v in vals)}
-        for s, vals in scenario.extra_series
-    ]
-    tests = []
-    for i, firing in enumerate(timeline):
-        expected: dict[str, list] = {name: [] for name in alertnames}
-        for metric, label, level in firing:
-            feed = feeds[(metric, label)]
-            rule = specific_rule(scenario.rules, metric, label)
-            entry = rule_entry(rules_doc, rule, level)
-            labels = {
-                "severity": level.lower(),
-                "metric": metric,
-                "job": JOB,
-                "instance": INSTANCE,
-                **feed.labels,
+    members = scenario.members()
+    steps = len(members[0].feeds[0].values)
+    input_series: list[dict[str, str]] = []
+    expected: list[dict[str, list]] = [{name: [] for name in alertnames} for _ in range(steps)]
+    timeline: list[list[tuple[str, str, str]]] = [[] for _ in range(steps)]
+    for member in members:
+        base = {"job": JOB, "instance": member.instance, **member.labels}
+        feeds = {f.key: f for f in member.feeds}
+        input_series += [
+            {
+                "series": series_text(f.series, {**base, **f.labels, **f.series_only}),
+                "values": " ".join(repr(float(f.expose(v))) for v in f.values),
             }
-            value = feed.values[i]  # the value of the alert expression (before the comparison)
-            expected[alert_name(metric)].append(
-                {
-                    "exp_labels": labels,
-                    "exp_annotations": {
-                        k: expand(v, labels, value) for k, v in entry["annotations"].items()
-                    },
-                }
-            )
+            for f in member.feeds
+        ] + [
+            {"series": s, "values": " ".join(repr(float(v)) for v in vals)}
+            for s, vals in member.extra_series
+        ] + threshold_series(member, steps)
+        for i, firing in enumerate(evaluate_rules(member.rules, member.feeds)):
+            timeline[i] += firing
+            for metric, label, level in firing:
+                feed = feeds[(metric, label)]
+                rule = specific_rule(member.rules, metric, label)
+                entry = rule_entry(rules_doc, rule, level)
+                labels = {"severity": level.lower(), "metric": metric, **base, **feed.labels}
+                value = feed.values[i]  # the alert expression's value (before the comparison)
+                expected[i][alert_name(metric)].append(
+                    {
+                        "exp_labels": labels,
+                        "exp_annotations": {
+                            k: expand(v, labels, value, rule.threshold(level))
+                            for k, v in entry["annotations"].items()
+                        },
+                    }
+                )
+    tests = []
+    for i in range(steps):
         for name in alertnames:
             tests.append(
-                {"eval_time": f"{i * STEP_S}s", "alertname": name, "exp_alerts": expected[name]}
+                {"eval_time": f"{i * STEP_S}s", "alertname": name, "exp_alerts": expected[i][name]}
             )
     doc = {
         "rule_files": [str(rule_file)],
@@ -429,7 +586,8 @@ def promtool_rules_test(promtool: str, doc: dict, tmp_path: Path) -> subprocess.
 def test_committed_default_rules_pass_promtool_check(promtool, tmp_path):
     proc = run([promtool, "check", "rules", str(COMMITTED)], tmp_path)
     assert proc.returncode == 0, output(proc)
-    assert "SUCCESS: 10 rules found" in proc.stdout + proc.stderr, output(proc)
+    # ten threshold rules (the shipped config) and ten offline/self-monitoring rules
+    assert "SUCCESS: 20 rules found" in proc.stdout + proc.stderr, output(proc)
 
 
 CONFIG = r"""
@@ -464,8 +622,8 @@ def test_rules_from_a_config_with_for_hysteresis_and_selectors_pass_promtool_che
     assert proc.returncode == 0, output(proc)
     config = load_config(cfg)
     assert proc.stdout == render_rules(config.alerts, config.interval)
-    count = len(build_rules(config.alerts)["groups"][0]["rules"])
-    assert count == 19
+    count = sum(len(g["rules"]) for g in build_rules(config.alerts)["groups"])
+    assert count == 19 + 10
     rules = tmp_path / "rules.yml"
     rules.write_text(proc.stdout)
     check = run([promtool, "check", "rules", str(rules)], tmp_path)
@@ -525,6 +683,9 @@ def test_scenario_timelines_are_what_they_claim():
     )
     # for 1m, clear 40/80: 51 45 51 51 45 41 40 51 45 101 101 90 101 45 101 85 85 79 60 39
     assert levels("connections_hysteresis_for_1m") == ("- - - W W W - - - - WC WC WC W W W W W W -")
+    # temperature 70/80 clear 65: 50 71 75 81.5 79 66 64.5 70.5 85 60; under-voltage now
+    # 0 0 1 1 0 0 1 0 0 0 (critical above 0; since boot always set, never its input)
+    assert levels("board_health") == "- W WC WCC W W C W WC -"
 
 
 @pytest.mark.parametrize("mutation", ["drop", "severity", "value", "extra"])
@@ -563,5 +724,134 @@ def test_thresholds_with_seven_significant_digits_are_equivalent(promtool, tmp_p
         ],
     )
     doc, _ = promtool_test(scenario, write_rules(scenario, tmp_path))
+    proc = promtool_rules_test(promtool, doc, tmp_path)
+    assert proc.returncode == 0, output(proc)
+
+
+# --- 3. the exporter or the car offline, and self-monitoring ------------------------------------
+
+HEALTH = {e["alert"]: e for e in yaml.safe_load(COMMITTED.read_text())["groups"][1]["rules"]}
+CAR = {"job": JOB, "instance": "car-a:9001", "vehicle": "van-1"}
+
+
+def health_alert(name: str, value: float, **labels: str) -> dict:
+    """The expected alert of a health rule: its labels and its rendered annotations."""
+    entry = HEALTH[name]
+    all_labels = {**entry["labels"], **labels}
+    return {
+        "exp_labels": all_labels,
+        "exp_annotations": {
+            k: expand(v, all_labels, value, None) for k, v in entry["annotations"].items()
+        },
+    }
+
+
+def health_case(series: dict[str, str], checks: list[tuple[str, str, list[dict]]]) -> dict:
+    return {
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series.items()],
+        "alert_rule_test": [
+            {"eval_time": t, "alertname": name, "exp_alerts": alerts} for t, name, alerts in checks
+        ],
+    }
+
+
+def test_offline_rules_fire_when_the_car_goes_offline(promtool, tmp_path):
+    """The issue's case: memory at 2100 MiB, then `up` drops to 0 and the exporter's series
+    stop.  The memory alerts resolve once the samples go stale (5 minutes) and
+    CrankshaftExporterDown replaces them; a car removed from the targets is reported as gone,
+    a target that answers without the exporter's metrics as missing them."""
+    car, gone, other = CAR, {**CAR, "instance": "car-b:9001"}, {**CAR, "instance": "car-c:9001"}
+    thresholds = {
+        series_text(f, {**car, "metric": "memory_usage", "level": lvl, "selector": ""}): f"{v}x9"
+        for f in ("crankshaft_alert_threshold", "crankshaft_alert_clear_threshold")
+        for lvl, v in (("warning", 1536), ("critical", 2048))
+    }
+    memory_alerts = [
+        {
+            "exp_labels": {"severity": lvl, "metric": "memory_usage", **car},
+            "exp_annotations": {
+                k: expand(v, {"severity": lvl, "metric": "memory_usage", **car}, 2100, t)
+                for k, v in rule_entry(
+                    yaml.safe_load(COMMITTED.read_text()), Config.default().alerts[0], lvl.upper()
+                )["annotations"].items()
+            },
+        }
+        for lvl, t in (("warning", 1536.0), ("critical", 2048.0))
+    ]
+    case = health_case(
+        {
+            series_text("up", car): "1x9 0x30",
+            series_text("crankshaft_memory_usage_mb", car): "2100x9",
+            series_text("crankshaft_exporter_build_info", car): "1x9",
+            **thresholds,
+            series_text("up", gone): "1x9",  # removed from the scrape targets at 10m
+            series_text("crankshaft_exporter_build_info", gone): "1x9",
+            series_text("up", other): "1x30",  # answers, but is not the exporter
+        },
+        [
+            ("8m", "CrankshaftMemoryUsage", memory_alerts),
+            ("8m", "CrankshaftExporterDown", []),
+            ("12m", "CrankshaftMemoryUsage", memory_alerts),  # last sample still fresh
+            ("12m", "CrankshaftExporterDown", []),  # pending: down for 2 of 5 minutes
+            ("20m", "CrankshaftMemoryUsage", []),  # stale, resolved ...
+            ("20m", "CrankshaftExporterDown", [health_alert("CrankshaftExporterDown", 0, **car)]),
+            ("20m", "CrankshaftExporterGone", [health_alert("CrankshaftExporterGone", 1, **gone)]),
+            ("20m", "CrankshaftMetricsMissing",
+             [health_alert("CrankshaftMetricsMissing", 1, **other)]),
+            ("20m", "CrankshaftNoTargets", []),
+        ],
+    )
+    nothing = health_case(
+        {series_text("up", {**car, "job": "node"}): "1x20"},
+        [
+            ("5m", "CrankshaftNoTargets", []),  # pending for 10m
+            ("15m", "CrankshaftNoTargets", [health_alert("CrankshaftNoTargets", 1, job=JOB)]),
+        ],
+    )
+    doc = {"rule_files": [str(COMMITTED)], "evaluation_interval": "1m", "tests": [case, nothing]}
+    proc = promtool_rules_test(promtool, doc, tmp_path)
+    assert proc.returncode == 0, output(proc)
+
+
+def test_self_monitoring_rules_fire_on_their_inputs(promtool, tmp_path):
+    """A rejected reload, a source failing every tick, a notifier failing and dropping, the
+    endpoint and extension caps refusing input: each fires its rule, nothing else does."""
+    am = {**CAR, "notifier": "alertmanager"}
+    dropped = {**CAR, "notifier": "webhook:http://hooks.example/x", "reason": "queue_full"}
+    source = {**CAR, "source": "process"}
+    case = health_case(
+        {
+            series_text("crankshaft_config_last_reload_successful", CAR): "1x4 0x30",
+            series_text("crankshaft_collection_errors_total", source): "0+1x30",
+            series_text("crankshaft_notifications_failed_total", am): "0+1x30",
+            series_text("crankshaft_notifications_dropped_total", dropped): "0x10 5x20",
+            series_text("crankshaft_latency_dropped_observations_total", CAR): "0x10 30x20",
+            series_text("crankshaft_extension_dropped_updates_total", CAR): "0x10 3x20",
+            # a healthy car beside it: none of its counters move
+            series_text("crankshaft_config_last_reload_successful", {**CAR, "instance": "ok"}):
+                "1x30",
+            series_text("crankshaft_collection_errors_total", {**source, "instance": "ok"}):
+                "2x30",
+        },
+        [
+            ("10m", "CrankshaftConfigReloadFailed", []),  # failed 6 minutes ago: pending
+            ("16m", "CrankshaftConfigReloadFailed",
+             [health_alert("CrankshaftConfigReloadFailed", 0, **CAR)]),
+            ("20m", "CrankshaftCollectionErrors",
+             [health_alert("CrankshaftCollectionErrors", 10, **source)]),
+            ("20m", "CrankshaftNotificationsFailing",
+             [health_alert("CrankshaftNotificationsFailing", 10, **am)]),
+            ("9m", "CrankshaftNotificationsDropped", []),
+            ("15m", "CrankshaftNotificationsDropped",
+             [health_alert("CrankshaftNotificationsDropped", 5, **dropped)]),
+            ("15m", "CrankshaftLatencyObservationsDropped",
+             [health_alert("CrankshaftLatencyObservationsDropped", 30, **CAR)]),
+            ("15m", "CrankshaftExtensionUpdatesDropped",
+             [health_alert("CrankshaftExtensionUpdatesDropped", 3, **CAR)]),
+            ("29m", "CrankshaftExtensionUpdatesDropped", []),  # nothing new for 10 minutes
+        ],
+    )
+    doc = {"rule_files": [str(COMMITTED)], "evaluation_interval": "1m", "tests": [case]}
     proc = promtool_rules_test(promtool, doc, tmp_path)
     assert proc.returncode == 0, output(proc)

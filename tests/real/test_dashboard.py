@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -30,16 +32,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from exporter.config import parse_duration
 from tests.conftest import REPO, RunningDaemon, require_tool
 from tests.helpers import poll
-from tests.prometheus_server import PrometheusServer
+from tests.prometheus_server import PrometheusServer, free_port
+from tests.unit.test_promrules import readme_anchors
 
 pytestmark = pytest.mark.real
 
 DASHBOARD_PATH = REPO / "grafana" / "crankshaft-exporter.json"
 SCHEMA_DIR = Path(__file__).resolve().parent / "dashboard_schema"
 JOB = "crankshaft"
+DS = {"type": "prometheus", "uid": "${datasource}"}
 
 # Grafana's built-in interval variables, as the brief for this check fixes them.
 BUILTINS = {
@@ -53,9 +59,20 @@ BUILTINS = {
 # Grafana unit ids the dashboard may use (a typo such as "MB" or "mbytes" would render as a
 # bare number with a suffix instead of scaling).
 KNOWN_UNITS = {
-    "none", "short", "decmbytes", "bytes", "percent", "percentunit", "s", "ms", "reqps",
-    "cps", "dateTimeFromNow",
+    "none", "short", "mbytes", "bytes", "percent", "percentunit", "s", "ms", "reqps",
+    "cps", "dateTimeFromNow", "Bps", "celsius",
 }
+# The oldest Grafana that knows each dashboard schemaVersion (a 10.3 export is schema 39).
+SCHEMA_MIN_GRAFANA = {39: (10, 3)}
+# Counters the exporter moves once a collection (60 s by default): a rate() over less than
+# two collections flickers to 0, so their panels need a min interval of at least 2m.
+ONCE_A_TICK = ("crankshaft_websocket_connections_total", "crankshaft_collections_total",
+               "crankshaft_collection_errors_total", "crankshaft_process_io_read_bytes_total",
+               "crankshaft_process_io_written_bytes_total",
+               "crankshaft_process_context_switches_total")
+NO_VALUE_HINTS = ("connections.port", "/metrics/record", "notifiers", "No alert firing",
+                  "board_health", "process_detail")
+GET_THROTTLED_ON_THIS_MACHINE = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
 SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}")
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.*)\s*,\s*)?(\w+)\s*\)\s*$", re.S)
@@ -94,6 +111,36 @@ def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def all_targets(dashboard: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return [(p, t) for p in walk_panels(dashboard["panels"]) for t in p.get("targets", [])]
+
+
+def annotation_queries(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in dashboard["annotations"]["list"] if a.get("datasource") == DS]
+
+
+def config_refs(panel: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """refId -> configFromData options, for the queries that configure the panel (Grafana's
+    "Config from query results") rather than show data."""
+    return {
+        t["options"]["configRefId"]: t["options"]
+        for t in panel.get("transformations", [])
+        if t["id"] == "configFromData"
+    }
+
+
+def shown_targets(panel: dict[str, Any]) -> list[dict[str, Any]]:
+    refs = config_refs(panel)
+    return [t for t in panel.get("targets", []) if t["refId"] not in refs]
+
+
+def collapsed_rows_children(dashboard: dict[str, Any]) -> set[int]:
+    return {c["id"] for p in dashboard["panels"] if p["type"] == "row" and p["collapsed"]
+            for c in p["panels"]}
+
+
+def find_panel(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
+    (found,) = [p for p in walk_panels(dashboard["panels"])
+                if p.get("title") == title and p["type"] != "row"]
+    return found
 
 
 def variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -142,6 +189,19 @@ def try_query(prom: PrometheusServer, expr: str) -> tuple[list[dict[str, Any]] |
         return prom.query(expr), ""
     except urllib.error.HTTPError as e:
         return None, f"HTTP {e.code}: {e.read().decode(errors='replace')}"
+
+
+def fake_raspberry_pi_sysfs(root: Path) -> Path:
+    """A sysfs tree with a Raspberry Pi's CPU thermal zone (48.5 °C) and firmware flags
+    (under-voltage and throttled, now and since boot), for board_health.sysfs_root."""
+    zone = root / "class" / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("48500\n")
+    flags = root / "devices" / "platform" / "soc" / "soc:firmware" / "get_throttled"
+    flags.parent.mkdir(parents=True)
+    flags.write_text("50005\n")
+    return root
 
 
 # --- traffic ---------------------------------------------------------------------------------
@@ -204,7 +264,13 @@ def test_dashboard_is_importable_json_with_inputs_and_requires() -> None:
     assert ("datasource", "prometheus") in requires
     used = {p["type"] for p in walk_panels(d["panels"]) if p["type"] != "row"}
     assert {i for t, i in requires if t == "panel"} == used
-    assert 36 <= d["schemaVersion"] <= 41
+    assert d["schemaVersion"] in SCHEMA_MIN_GRAFANA
+    (grafana,) = [r for r in d["__requires"] if r["type"] == "grafana"]
+    version = tuple(int(n) for n in grafana["version"].split(".")[:2])
+    assert version >= SCHEMA_MIN_GRAFANA[d["schemaVersion"]], (
+        f"schemaVersion {d['schemaVersion']} needs Grafana "
+        f"{SCHEMA_MIN_GRAFANA[d['schemaVersion']]}, __requires says {grafana['version']}"
+    )
     assert d["uid"] and d["title"]
     # The datasource input is used: the datasource variable defaults to the imported one.
     dsvar = variables(d)["datasource"]
@@ -219,7 +285,8 @@ def test_template_variables() -> None:
         variable_query(v["instance"])
         == 'label_values(crankshaft_exporter_build_info{job=~"$job"}, instance)'
     )
-    assert v["instance"]["multi"] and v["instance"]["includeAll"]
+    for name in ("job", "instance"):  # a fleet: several jobs and head units at once
+        assert v[name]["multi"] and v[name]["includeAll"] and v[name]["allValue"] == ".*"
     for name in ("job", "instance", "endpoint"):
         var = v[name]
         assert var["type"] == "query"
@@ -262,11 +329,14 @@ def test_every_panel_has_unit_description_datasource_and_scoped_targets() -> Non
                         f"{where} {t['refId']}: {metric}{{{matchers}}} is not scoped by "
                         '{job=~"$job",instance=~"$instance"}'
                     )
+    for a in annotation_queries(d):
+        for metric, matchers in SELECTOR.findall(a["expr"]):
+            if 'job=~"$job"' not in matchers or 'instance=~"$instance"' not in matchers:
+                problems.append(f"annotation {a['name']!r}: {metric} is not scoped")
     assert not problems, "\n".join(problems)
 
 
-def test_grid_layout_fits_and_does_not_overlap() -> None:
-    panels = list(walk_panels(load_dashboard()["panels"]))
+def _check_no_overlap(panels: list[dict[str, Any]]) -> None:
     boxes = []
     for p in panels:
         g = p["gridPos"]
@@ -282,12 +352,123 @@ def test_grid_layout_fits_and_does_not_overlap() -> None:
             assert not overlap, f"panels {a!r} and {b!r} overlap"
 
 
+def test_grid_layout_fits_and_does_not_overlap() -> None:
+    """The top level as Grafana lays it out (a collapsed row is one line high), and each
+    collapsed row's panels as they unfold below it."""
+    top = load_dashboard()["panels"]
+    _check_no_overlap(top)
+    for r in top:
+        if r["type"] == "row" and r["collapsed"]:
+            _check_no_overlap(r["panels"])
+            assert all(c["gridPos"]["y"] > r["gridPos"]["y"] for c in r["panels"]), r["title"]
+
+
+def test_stat_and_gauge_thresholds_come_from_the_exporter() -> None:
+    """No hard-coded alert numbers: each stat or gauge of a thresholded metric takes its
+    warning and critical steps from crankshaft_alert_threshold of the shown instance, and
+    the row holding the stats repeats per instance, so each car is coloured by its own."""
+    d = load_dashboard()
+    expected = {"Memory": "memory_usage", "CPU": "cpu_usage",
+                "Active connections": "active_connections", "Avg latency": "request_latency",
+                "Average latency": "request_latency"}
+    for title, metric in expected.items():
+        p = next(p for p in walk_panels(d["panels"])
+                 if p.get("title") == title and p["type"] in ("stat", "gauge"))
+        refs = config_refs(p)
+        assert set(refs) == {"B", "C"}, title
+        steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in steps] == [None], f"{title}: hard-coded threshold steps"
+        for ref, level, color in (("B", "warning", "orange"), ("C", "critical", "red")):
+            t = next(t for t in p["targets"] if t["refId"] == ref)
+            assert t["expr"] == (
+                f'crankshaft_alert_threshold{{job=~"$job",instance=~"$instance",'
+                f'metric="{metric}",level="{level}",selector=""}}'
+            ), title
+            [mapping] = refs[ref]["mappings"]
+            assert mapping["fieldName"] == t["legendFormat"], title  # Grafana's field name
+            assert mapping["handlerKey"] == "threshold1", title
+            assert mapping["handlerArguments"]["threshold"]["color"] == color, title
+            assert refs[ref]["applyTo"] == {"id": "byFrameRefID", "options": "A"}, title
+    stats_row = next(p for p in d["panels"] if p["type"] == "row" and p.get("repeat"))
+    assert stats_row["repeat"] == "instance" and not stats_row["collapsed"]
+    first = d["panels"].index(stats_row) + 1
+    nxt = next(i for i, p in enumerate(d["panels"]) if i >= first and p["type"] == "row")
+    assert {p["title"] for p in d["panels"][first:nxt]} >= {"Memory", "CPU", "Avg latency"}
+
+
+def test_units_intervals_links_and_annotations() -> None:
+    d = load_dashboard()
+    for p in walk_panels(d["panels"]):
+        exprs = " ".join(t["expr"] for t in p.get("targets", []))
+        if "crankshaft_memory_usage_mb" in exprs and p["type"] != "table":
+            assert p["fieldConfig"]["defaults"]["unit"] == "mbytes", p["title"]  # MiB
+        for counter in ONCE_A_TICK:
+            if re.search(r"(rate|increase)\(" + counter, exprs):
+                interval = p.get("interval", "")
+                assert interval and parse_duration(interval) >= 120, (
+                    f"{p['title']}: rate of {counter} needs a min interval >= 2m, "
+                    f"has {interval!r}"
+                )
+    anchors = readme_anchors((REPO / "README.md").read_text())
+    assert d["links"]
+    for link in d["links"]:
+        base, _, anchor = link["url"].partition("#")
+        assert base == "${readme}" and anchor in anchors, link
+    assert variables(d)["readme"]["type"] == "textbox"
+    names = {a["name"] for a in annotation_queries(d)}
+    assert names == {"Alert transitions", "Exporter restarts", "Config reloads",
+                     "Failed config reloads"}
+
+
 # --- every query against a real Prometheus ------------------------------------------------------
+
+def run_queries(
+    prom: PrometheusServer, queries: list[tuple[Any, str]], values: dict[str, str], wait: float
+) -> tuple[dict[Any, list[dict[str, Any]]], list[str]]:
+    """Each query with the variables substituted: (results with data, failures).  A query
+    Prometheus rejects is a failure; one without data is retried for ``wait`` seconds, then
+    a failure when ``wait`` is positive, or simply absent from the results when it is 0."""
+    results: dict[Any, list[dict[str, Any]]] = {}
+    failures: list[str] = []
+    deadline = time.monotonic() + wait
+    for key, text in queries:
+        try:
+            expr = substitute(text, values)
+        except KeyError as e:
+            failures.append(f"{key}: {e}")
+            continue
+        while True:
+            result, error = try_query(prom, expr)
+            if error:
+                failures.append(f"{key}: Prometheus rejects {expr!r}: {error}")
+                break
+            if result:
+                results[key] = result
+                break
+            if time.monotonic() > deadline:
+                if wait:
+                    failures.append(f"{key}: no data for {expr!r}")
+                break
+            time.sleep(0.25)
+    return results, failures
+
 
 def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
     require_tool("prometheus")
     d = load_dashboard()
-    daemon = daemon_factory("--interval", "1")
+    cfg = tmp_path / "exporter.yaml"  # a notifier whose receiver is down: failures, a queue
+    # The shipped rules plus one on the board's temperature (its threshold lines), and a
+    # Raspberry Pi's sysfs: a CPU thermal zone and get_throttled (under-voltage and throttled
+    # now, and since boot), so the board health panels have data on any machine.
+    shipped = yaml.safe_load((REPO / "config" / "exporter.yaml").read_text())["alerts"]
+    sysfs = fake_raspberry_pi_sysfs(tmp_path / "sys")
+    cfg.write_text(yaml.safe_dump({
+        "notifiers": {"webhooks": [
+            {"url": f"http://127.0.0.1:{free_port()}/hook", "timeout": "1s"}]},
+        "board_health": {"sysfs_root": str(sysfs)},
+        "alerts": [*shipped, {"metric": "cpu_temperature", "warning": 75, "critical": 82}],
+    }))
+    daemon = daemon_factory("--interval", "1", "--config", str(cfg))
     instance = f"127.0.0.1:{daemon.port}"
     with start_prometheus(tmp_path, [instance]) as prom:
         prom.wait_for_query(f'crankshaft_exporter_build_info{{job="{JOB}"}}')
@@ -310,29 +491,19 @@ def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
         assert set(ENDPOINTS) <= set(listed["endpoint"])
         values["endpoint"] = "|".join(promql_regex(e) for e in sorted(ENDPOINTS))
 
-        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        failures: list[str] = []
-        deadline = time.monotonic() + 30
-        for panel, target in all_targets(d):
-            key = (panel["title"], target["refId"])
-            try:
-                expr = substitute(target["expr"], values)
-            except KeyError as e:
-                failures.append(f"{key}: {e}")
-                continue
-            while True:
-                result, error = try_query(prom, expr)
-                if error:
-                    failures.append(f"{key}: Prometheus rejects {expr!r}: {error}")
-                    break
-                if result:
-                    results[key] = result
-                    break
-                if time.monotonic() > deadline:
-                    failures.append(f"{key}: no data for {expr!r}")
-                    break
-                time.sleep(0.25)
+        queries = [((p["title"], t["refId"]), t["expr"]) for p, t in all_targets(d)]
+        results, failures = run_queries(prom, queries, values, wait=30)
         assert not failures, "\n".join(failures)
+        # Annotations are events: each must parse; the extension crash is a transition, and
+        # a reload (SIGHUP) is annotated as one.
+        os.kill(daemon.pid, signal.SIGHUP)
+        prom.wait_for_query(
+            f'changes(crankshaft_config_last_reload_success_timestamp_seconds{{job="{JOB}"}}[2m])'
+            " > 0")
+        annotations = [(("annotation", a["name"]), a["expr"]) for a in annotation_queries(d)]
+        found, failures = run_queries(prom, annotations, values, wait=0)
+        assert not failures, "\n".join(failures)
+        results.update(found)
 
     # Everything shown belongs to the selected instance.
     for key, result in results.items():
@@ -355,11 +526,31 @@ def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
     assert ("extension_crashed", "critical") in firing
     # Per-endpoint panels show each endpoint once.
     for title, ref in (("Request rate per endpoint", "A"),
-                       ("Latency percentiles per endpoint (p50 / p95 / p99)", "B")):
+                       ("Latency percentiles per instance and endpoint (p50 / p95 / p99)", "B")):
         assert sorted(s["metric"]["endpoint"] for s in results[(title, ref)]) == sorted(ENDPOINTS)
+    # The board: the zone's temperature, its rule's thresholds, the firmware's flags.
+    assert float(results[("CPU temperature", "A")][0]["value"][1]) == 48.5
+    assert {ref: float(results[("CPU temperature", ref)][0]["value"][1]) for ref in "BC"} == {
+        "B": 75.0, "C": 82.0}
+    flags = {(s["metric"]["when"], s["metric"]["crankshaft_board_throttling"]):
+             float(s["value"][1]) for s in results[("Throttling state", "A")]}
+    assert flags == {(when, state): float(state in ("under_voltage", "throttled"))
+                     for when in ("now", "since_boot")
+                     for state in ("under_voltage", "frequency_capped", "throttled",
+                                   "soft_temperature_limit")}
+    # Process detail of the exporter itself.
+    assert float(results[("Threads", "A")][0]["value"][1]) >= 2
+    assert float(results[("Open file descriptors", "A")][0]["value"][1]) > 0
     # The threshold series are the configured (default) thresholds.
     thresholds = {ref: float(results[("Memory usage", ref)][0]["value"][1]) for ref in "BC"}
     assert thresholds == {"B": 1536.0, "C": 2048.0}
+    assert float(results[("Active alerts", "A")][0]["value"][1]) == len(
+        json.loads(daemon.request("/metrics/alerts").text))
+    # the alert transition (extension crashed) and the reload are annotations
+    assert results[("annotation", "Alert transitions")]
+    assert results[("annotation", "Config reloads")]
+    assert ("annotation", "Exporter restarts") not in results
+    assert ("annotation", "Failed config reloads") not in results
 
 
 def test_fleet_instance_variable_and_multi_instance_selection(daemon_factory,
@@ -388,10 +579,127 @@ def test_fleet_instance_variable_and_multi_instance_selection(daemon_factory,
             assert sorted(s["metric"]["instance"] for s in series) == instances
 
 
+def test_default_install_every_panel_shows_data_or_says_what_it_needs(daemon_factory,
+                                                                    tmp_path: Path) -> None:
+    """The exporter watching itself, nothing pushed, no port configured: every panel outside
+    a collapsed row shows data, or has a no-value text saying what to configure or push."""
+    require_tool("prometheus")
+    d = load_dashboard()
+    daemon = daemon_factory("--interval", "1")
+    instance = f"127.0.0.1:{daemon.port}"
+    values = {"job": promql_regex(JOB), "instance": promql_regex(instance), "endpoint": ".*"}
+    hidden = collapsed_rows_children(d)
+    with start_prometheus(tmp_path, [instance]) as prom:
+        prom.wait_for_query(f'crankshaft_collections_total{{job="{JOB}"}} > 2')
+        prom.wait_for_query(f'rate(crankshaft_collections_total{{job="{JOB}"}}[1m]) > 0')
+        shown = [(p, t) for p in walk_panels(d["panels"]) if p["type"] != "row"
+                 and p["id"] not in hidden for t in shown_targets(p)]
+        results, failures = run_queries(
+            prom, [((p["id"], t["refId"]), t["expr"]) for p, t in shown], values, wait=0)
+        assert not failures, "\n".join(failures)
+    problems, empty = [], []
+    for p in walk_panels(d["panels"]):
+        if p["type"] == "row" or p["id"] in hidden:
+            continue
+        if any((p["id"], t["refId"]) in results for t in shown_targets(p)):
+            continue
+        empty.append(p["title"])
+        text = p["fieldConfig"]["defaults"].get("noValue", "")
+        if not any(hint in text for hint in NO_VALUE_HINTS):
+            problems.append(f"{p['title']!r} shows a bare 'No data' on a default install")
+    assert not problems, "\n".join(problems)
+    # the check has teeth: these need a push or a port, and say so
+    assert {"Active connections", "Avg latency", "Extension states",
+            "p95 latency per head unit"} <= set(empty)
+    assert not {"Memory", "Fleet overview", "Threads", "Open file descriptors",
+                "Context switches per second"} & set(empty)
+    # board health follows this machine: empty (and saying so) exactly when it has no sensor
+    document = json.loads(daemon.request("/metrics?last_n=1").text)
+    assert ("CPU temperature" in empty) == (document["cpu_temperature"]["latest"] is None)
+    assert ("Throttling state" in empty) == (not GET_THROTTLED_ON_THIS_MACHINE.exists())
+
+
+# (head unit, its YAML thresholds for memory, the memory it reports in MiB)
+FLEET = [
+    ("car-a", {"warning": 100, "critical": 200}, 250.0),  # critical
+    ("car-b", {"warning": 1536, "critical": 2048}, 250.0),  # quiet
+    ("car-c", {"warning": 240, "critical": 900}, 250.0),  # warning
+]
+
+
+def test_fleet_with_different_yaml_thresholds_in_the_overview_table(daemon_factory,
+                                                                    tmp_path: Path) -> None:
+    """Three head units whose exporter.yaml set different memory thresholds: the overview
+    table (its queries merged on job and instance, as Grafana's merge transformation does)
+    has one row per car with its own values, and each car's stat thresholds (the repeated
+    row, one instance each) are that car's YAML thresholds."""
+    require_tool("prometheus")
+    d = load_dashboard()
+    daemons = {}
+    for name, memory, _ in FLEET:
+        cfg = tmp_path / f"{name}.yaml"
+        # car-a is a Raspberry Pi (48.5 °C, under-voltage and throttled now); the others
+        # have no board sensor, as this machine has none of its own (psutil's stay unasked)
+        board = fake_raspberry_pi_sysfs(tmp_path / name) if name == "car-a" else tmp_path
+        cfg.write_text(yaml.safe_dump({
+            "target": {"kind": "none"},
+            "board_health": {"sysfs_root": str(board)},
+            "alerts": [{"metric": "memory_usage", "description": "Memory usage high", **memory},
+                       {"metric": "cpu_usage", "warning": 70, "critical": 90}],
+        }))
+        daemons[name] = daemon_factory("--interval", "1", "--config", str(cfg))
+    instances = {name: f"127.0.0.1:{x.port}" for name, x in daemons.items()}
+    scrape = [{"job_name": JOB, "static_configs": [
+        {"targets": [instances[name]], "labels": {"vehicle": name}} for name, *_ in FLEET]}]
+    with PrometheusServer(tmp_path, scrape) as prom:
+        for name, _, mem in FLEET:
+            push(daemons[name], {"memory_mb": mem, "cpu_percent": 12.5,
+                                 "active_connections": 3})
+        prom.wait_for_query(f'count(crankshaft_memory_usage_mb{{job="{JOB}"}} == 250) == 3')
+        prom.wait_for_query(f'sum(crankshaft_active_alerts{{job="{JOB}"}}) == 2')
+        table = find_panel(d, "Fleet overview")
+        values = {"job": promql_regex(JOB), "instance": ".*"}
+        results, failures = run_queries(
+            prom, [(t["refId"], t["expr"]) for t in table["targets"]], values, wait=0)
+        assert not failures, "\n".join(failures)
+        # Grafana's merge: rows with equal (job, instance) become one row
+        rows: dict[str, dict[str, Any]] = {}
+        for ref, series_list in results.items():
+            for series in series_list:
+                row = rows.setdefault(series["metric"]["instance"], {})
+                row.update({k: v for k, v in series["metric"].items() if k != "__name__"})
+                row[f"Value #{ref}"] = float(series["value"][1])
+        assert sorted(rows) == sorted(instances.values())
+        for name, _, mem in FLEET:
+            row = rows[instances[name]]
+            assert row["vehicle"] == name and row["version"]
+            assert row["Value #B"] == 1 and row["Value #C"] == mem and row["Value #D"] == 12.5
+            assert row["Value #E"] == 3 and row["Value #H"] == 1
+        assert {name: rows[i]["Value #G"] for name, i in instances.items()} == {
+            "car-a": 1, "car-b": 0, "car-c": 1}
+        # board health: the Raspberry Pi's temperature and conditions set now, absent ("-")
+        # for the cars without a sensor
+        assert {name: (rows[i].get("Value #I"), rows[i].get("Value #J"))
+                for name, i in instances.items()} == {
+            "car-a": (48.5, 2), "car-b": (None, None), "car-c": (None, None)}
+        organize = next(t for t in table["transformations"] if t["id"] == "organize")
+        assert set(organize["options"]["renameByName"]) >= {f"Value #{r}" for r in "BCDEFGHIJ"}
+        # each car's stat thresholds: the repeated row shows one instance at a time
+        stat = next(p for p in walk_panels(d["panels"])
+                    if p.get("title") == "Memory" and p["type"] == "stat")
+        for name, memory, _ in FLEET:
+            one = {"job": promql_regex(JOB), "instance": promql_regex(instances[name])}
+            got, failures = run_queries(
+                prom, [(t["refId"], t["expr"]) for t in stat["targets"]], one, wait=10)
+            assert not failures, "\n".join(failures)
+            assert {ref: float(got[ref][0]["value"][1]) for ref in "BC"} == {
+                "B": memory["warning"], "C": memory["critical"]}, name
+
+
 # --- type check against @grafana/schema ------------------------------------------------------
 
 CHECK_HEADER = """\
-import type { Dashboard, VariableModel } from '@grafana/schema';
+import type { AnnotationQuery, Dashboard, VariableModel } from '@grafana/schema';
 
 // The dashboard is a JSON file, and JSON has no TypeScript enums: where @grafana/schema types
 // a field as a string enum (FieldColorModeId, ThresholdsMode, MappingType, ...) the file holds
@@ -410,7 +718,17 @@ type Json<T> = T extends string
 // Grafana saves `definition` (the query as the variables list shows it) on query variables;
 // @grafana/schema's VariableModel does not declare it.
 type Variable = Json<VariableModel> & { definition?: string };
-type DashboardFile = Omit<Json<Dashboard>, 'templating'> & { templating?: { list?: Variable[] } };
+// Grafana's Prometheus data source keeps an annotation's query and its formatting on the
+// annotation itself (as Grafana saves them); @grafana/schema's AnnotationQuery leaves a
+// data source's own fields undeclared.
+type Annotation = Json<AnnotationQuery> & {
+  expr?: string; step?: string; titleFormat?: string; textFormat?: string; tagKeys?: string;
+  useValueForTime?: boolean;
+};
+type DashboardFile = Omit<Json<Dashboard>, 'templating' | 'annotations'> & {
+  templating?: { list?: Variable[] };
+  annotations?: { list?: Annotation[] };
+};
 
 const dashboard: DashboardFile = """
 SENTINEL = "__deliberately_broken__"
@@ -506,3 +824,23 @@ def test_type_check_fails_on_broken_copies(tsc_dir: Path) -> None:
         assert errors.get(file) == {line}, (
             f"{file}: expected one error at line {line}, got {errors.get(file)}\n{r.stdout}"
         )
+
+
+def test_grafana_provisioning_files_load_the_dashboard_from_prometheus() -> None:
+    """The quick path's provisioning files: a Prometheus data source where
+    config/prometheus.yml's Prometheus listens, and a file provider whose folder README's
+    quick path copies the dashboard into."""
+    base = REPO / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((base / "datasources" / "crankshaft-prometheus.yml").read_text())[
+        "datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://127.0.0.1:9090"
+    scrape = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())["global"]
+    assert source["jsonData"]["timeInterval"] == scrape["scrape_interval"]
+    (provider,) = yaml.safe_load(
+        (base / "dashboards" / "crankshaft-exporter.yml").read_text())["providers"]
+    assert provider["type"] == "file"
+    readme = (REPO / "README.md").read_text()
+    assert f"{provider['options']['path']}/crankshaft-exporter.json" in readme
+    for path in ("grafana/provisioning/datasources/crankshaft-prometheus.yml",
+                 "grafana/provisioning/dashboards/crankshaft-exporter.yml"):
+        assert path in readme

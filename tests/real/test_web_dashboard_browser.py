@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import REPO, RunningDaemon, require, require_tool, start_daemon
 from tests.helpers import poll, wait_for
@@ -203,9 +204,17 @@ def browser(pki: tuple[CA, Pair]) -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    """The daemon on built-in defaults (watching itself) collecting every second, with
-    latency, connections and extension states pushed once."""
-    d = start_daemon(tmp_path_factory.mktemp("browser"), "--interval", "1")
+    """The daemon on the shipped configuration (watching itself) collecting every second,
+    with latency, connections and extension states pushed once; its latency rule is the
+    seed's, without the shipped 5m `for`, so the alert the test pushes fires at once."""
+    folder = tmp_path_factory.mktemp("browser")
+    alerts = yaml.safe_load((REPO / "config" / "exporter.yaml").read_text())["alerts"]
+    for rule in alerts:
+        if rule["metric"] == "request_latency":
+            rule.pop("for", None)
+    cfg = folder / "exporter.yaml"
+    cfg.write_text(yaml.safe_dump({"alerts": alerts}))
+    d = start_daemon(folder, "--interval", "1", "--config", str(cfg))
     try:
         r = d.post_json("/metrics/record", BATCH)
         assert r.status == 200, r.text

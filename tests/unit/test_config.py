@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.alerts.rules import DEFAULT_RULES, AlertRule
+from exporter.alerts.rules import DEFAULT_RULES, SHIPPED_RULES, AlertRule
 from exporter.config import (
     AlertmanagerConfig,
     Config,
@@ -136,9 +137,24 @@ def test_defaults_are_the_seeds() -> None:
     )
     assert c.http.ingest_token is None
     assert (c.logging.level, c.logging.format) == ("INFO", "auto")
-    assert c.alerts == DEFAULT_RULES
+    assert c.alerts == SHIPPED_RULES
     assert c.notifiers.webhooks == ()
     assert c.notifiers.alertmanager is None
+
+
+def test_shipped_rules_are_the_seeds_with_a_for_that_waits_out_a_single_sample() -> None:
+    """The shipped configuration does not page on one 60 s sample; the seed's own
+    MetricsEndpoint() defaults (DEFAULT_RULES) keep firing on the first crossing sample."""
+    assert [(r.metric, r.warning_threshold, r.critical_threshold, r.description)
+            for r in SHIPPED_RULES] == [
+        (r.metric, r.warning_threshold, r.critical_threshold, r.description)
+        for r in DEFAULT_RULES
+    ]
+    fors = {r.metric: r.for_seconds for r in SHIPPED_RULES}
+    assert fors == {"memory_usage": 300.0, "cpu_usage": 300.0, "active_connections": 300.0,
+                    "request_latency": 300.0, "target_down": 60.0, "extension_crashed": 0.0}
+    assert all(r.for_seconds == 0 for r in DEFAULT_RULES)
+    assert AlertRule("memory_usage", 1800.0, 2200.0, "Custom memory alert").for_seconds == 0
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "~\n", "---\n", "\ufeff"])
@@ -350,6 +366,25 @@ alerts:
     ]
 
 
+def test_a_rejected_field_does_not_hide_the_other_problems_of_its_rule() -> None:
+    text = """\
+alerts:
+  - metric: cpu_usage
+    warning: 90
+    critical: 70
+    for: -5
+  - metric: memory_usage
+    warning: lots
+    critical: 70
+    warning_clear: 80
+"""
+    assert problems_of(text) == [
+        (3, "alerts[0].warning", "90 is above critical (70)"),
+        (5, "alerts[0].for", "duration must not be negative, got -5"),
+        (7, "alerts[1].warning", 'expected a number, got string "lots"'),
+    ]
+
+
 def test_selectors_may_repeat_a_metric() -> None:
     text = """\
 alerts:
@@ -381,6 +416,7 @@ BAD = [
     ("history:\n  max_sample: 100", "history.max_sample", 2, 'did you mean "max_samples"'),
     ("history: 5", "history", 1, "expected a mapping"),
     ("listen: localhost", "listen", 1, "has no port"),
+    ('listen: "19303"', "listen", 1, 'has no host part; write HOST:PORT, e.g. ":19303"'),
     ('listen: ":99999"', "listen", 1, "0..65535"),
     ('listen: "::1:9001"', "listen", 1, "need brackets"),
     ("listen: 9001", "listen", 1, "HOST:PORT"),
@@ -644,3 +680,32 @@ def test_history_state_file_null_or_relative(tmp_path: Path) -> None:
     h = load_config(str(config)).history
     assert h.state_file == str(tmp_path / "data" / "h.bin")  # relative to the config file
     assert h.state_path({}) == h.state_file and h.snapshot_interval == 30.0
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [("self", "self", None), ("none", "none", None), ("pid:42", "pid", 42),
+     ("name:crankshaft", "name", "crankshaft"), ("cmdline:python3 .*openauto", "cmdline",
+                                                "python3 .*openauto"),
+     ("systemd_unit:crankshaft.service", "systemd_unit", "crankshaft.service")],
+)
+def test_target_override(text: str, kind: str, value: object) -> None:
+    c = Config.default().with_overrides(target=text)
+    assert (c.target.kind, c.target.value) == (kind, value)
+
+
+def test_target_override_pidfile_is_relative_to_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = Config.default().with_overrides(target="pidfile:run/x.pid")
+    assert c.target.value == str(tmp_path / "run" / "x.pid")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("nope:1", 'target: unknown kind "nope"'), ("pid", 'kind "pid" needs a value'),
+     ("self:1", 'kind "self" takes no value'), ("pid:x", "positive integer"),
+     ("cmdline:(x", "regex")],
+)
+def test_bad_target_override(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Config.default().with_overrides(target=text)

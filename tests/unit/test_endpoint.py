@@ -624,3 +624,18 @@ def test_connection_counts_must_be_whole_numbers(ep: MetricsEndpoint) -> None:
     with pytest.raises(ValueError, match="whole number"):
         ep.record_websocket_connections(12.7, 150)
     assert ep.get_metrics()["websocket_active"]["sample_count"] == 0
+
+
+def test_transition_log_line_names_only_the_levels_a_rule_has(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rule without a warning level logs its critical threshold, never "warning None"."""
+    caplog.set_level("INFO", logger="exporter.endpoint")
+    ep = MetricsEndpoint(rules=[AlertRule("memory_usage", None, 100.0, "only critical")],
+                         clock=FakeClock())
+    ep.record_memory_usage(150.0)  # collection stopped: recorded and evaluated at once
+    ep.record_memory_usage(50.0)
+    lines = [r.getMessage() for r in caplog.records if "memory_usage" in r.getMessage()]
+    assert len(lines) == 2, lines  # fired, resolved
+    assert lines[0].endswith("CRITICAL (value 150, critical 100)"), lines
+    assert not any("None" in line or "warning" in line for line in lines), lines

@@ -178,6 +178,9 @@ def alert_rules(draw: st.DrawFn, name: st.SearchStrategy[str]) -> list[AlertRule
             high = 100.0
         if low is not None and high is not None and low > high:
             low, high = high, low
+        # hysteresis: a clear threshold at or below its threshold (published beside it)
+        low_clear = None if low is None else draw(st.none() | st.floats(0, low))
+        high_clear = None if high is None else draw(st.none() | st.floats(0, high))
         rules[(metric, selector)] = AlertRule(
             metric,
             low,
@@ -185,6 +188,8 @@ def alert_rules(draw: st.DrawFn, name: st.SearchStrategy[str]) -> list[AlertRule
             draw(free_text),
             enabled=draw(st.booleans() | st.just(True)),
             for_seconds=draw(st.sampled_from([0.0, 0.0, 3.0])),
+            warning_clear=low_clear,
+            critical_clear=high_clear,
             selector=selector,
         )
     return list(rules.values())
@@ -315,7 +320,7 @@ def test_parity_covers_firing_alerts_escaping_and_non_finite_status_values() -> 
     clock = [1.7e9]
     ep = new_endpoint(clock, None, [])
     ep.set_alert_rules([
-        AlertRule("memory_usage", 100.0, 1000.0, 'say "hi"\\\n'),
+        AlertRule("memory_usage", 100.0, 1000.0, 'say "hi"\\\n', warning_clear=80.5),
         AlertRule("cpu_usage", 50.0, 90.0, "cpu"),
         AlertRule("request_latency_p95", 10.0, 1e6, "p95", selector='a"b\\c\nd'),
         AlertRule("extension_crashed", None, 0.0, "crashed", selector="ext é"),
@@ -336,6 +341,15 @@ def test_parity_covers_firing_alerts_escaping_and_non_finite_status_values() -> 
     assert 'crankshaft_alert_active{level="critical",metric="memory_usage"} 1.0' in text
     assert 'crankshaft_alert_active{level="warning",metric="cpu_usage"} 1.0' in text
     assert 'crankshaft_alert_active{level="critical",metric="cpu_usage"} 0.0' in text
+    # hysteresis published beside each threshold (the threshold itself without one)
+    assert ('crankshaft_alert_clear_threshold{level="warning",metric="memory_usage",'
+            'selector=""} 80.5') in text
+    assert ('crankshaft_alert_clear_threshold{level="critical",metric="memory_usage",'
+            'selector=""} 1000.0') in text
+    # what GET /metrics/alerts lists: memory once (at critical), cpu at warning
+    assert 'crankshaft_active_alerts{level="critical"} 1.0' in text
+    assert 'crankshaft_active_alerts{level="warning"} 1.0' in text
+    assert len(ep.get_alerts()) == 2
     assert 'selector="a\\"b\\\\c\\nd"' in text
     assert 'crankshaft_test_queue{queue="q\\"1\\\\\\n€"} NaN' in text
     assert 'crankshaft_test_sent_total 1e+308' in text

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from exporter.alerts.evaluator import AlertEvaluator
-from exporter.alerts.rules import DEFAULT_RULES, AlertRule
+from exporter.alerts.rules import DEFAULT_RULES, SHIPPED_RULES, AlertRule, alertable_metrics
 from exporter.cli import EX_CONFIG, main
 from exporter.config import Config, format_duration, load_config, parse_duration
 from exporter.promrules import alert_name, build_rules, render_rules
@@ -29,9 +29,25 @@ EXT = "extension_crashed"
 
 def entries(*rules: AlertRule) -> list[dict]:
     doc = build_rules(rules)
-    (group,) = doc["groups"]
-    assert group["name"] == GROUP
+    group, health = doc["groups"]
+    assert group["name"] == GROUP and health["name"] == GROUP + "-health"
     return group["rules"]
+
+
+def thr(metric: str, level: str, selector: str = "", family: str = "crankshaft_alert_threshold"):
+    return f'{family}{{metric="{metric}",level="{level}",selector="{selector}"}}'
+
+
+def compare(value: str, metric: str, level: str, selector: str = "", ident: str = "job, instance",
+            alert: str | None = None) -> str:
+    """The generated comparison of ``value`` with the instance's own thresholds."""
+    join = "on (job, instance) group_left ()"
+    alert = alert or alert_name(metric)
+    return (
+        f"({value} > {join} {thr(metric, level, selector)}) or ({value} > {join} "
+        f"{thr(metric, level, selector, 'crankshaft_alert_clear_threshold')} and on ({ident}) "
+        f'ALERTS{{alertname="{alert}", severity="{level}", alertstate="firing"}})'
+    )
 
 
 def by_severity(*rules: AlertRule) -> dict[str, dict]:
@@ -71,80 +87,127 @@ def test_default_rules_one_group_one_rule_per_defined_level():
     for e in rules:
         assert list(e) == ["alert", "expr", "labels", "annotations"]  # no `for` by default
         assert e["labels"] == {"severity": e["labels"]["severity"], "metric": e["labels"]["metric"]}
-        assert set(e["annotations"]) == {"summary", "description"}
+        assert set(e["annotations"]) == {"summary", "description", "runbook_url"}
+
+
+def test_shipped_rules_carry_their_for():
+    rules = entries(*SHIPPED_RULES)
+    fors = {(e["alert"], e["labels"]["severity"]): e.get("for") for e in rules}
+    assert fors[("CrankshaftMemoryUsage", "critical")] == "5m"
+    assert fors[("CrankshaftTargetDown", "critical")] == "1m"
+    assert fors[("CrankshaftExtensionCrashed", "critical")] is None
 
 
 def test_default_memory_rules_exactly():
     warning, critical = entries(DEFAULT_RULES[0])
-    description = (
-        "memory_usage on {{ $labels.instance }} is {{ $value }} MB "
-        "(warning above 1536 MB, critical above 2048 MB)."
+    where = "{{ $labels.instance }}{{ with $labels.vehicle }} (vehicle {{ . }}){{ end }}"
+    lookup = (
+        '{{ with printf "crankshaft_alert_threshold{job=%q,instance=%q,metric=%q,level=%q,'
+        'selector=%q}" $labels.job $labels.instance "memory_usage" "warning" "" | query }}'
+        '{{ . | first | value | printf "%.1f" }}{{ end }}'
     )
     assert warning == {
         "alert": "CrankshaftMemoryUsage",
-        "expr": "crankshaft_memory_usage_mb > 1536",
+        "expr": compare("crankshaft_memory_usage_mb", "memory_usage", "warning"),
         "labels": {"severity": "warning", "metric": "memory_usage"},
-        "annotations": {"summary": "Memory usage high", "description": description},
+        "annotations": {
+            "summary": f"Memory usage high on {where}",
+            "description": (
+                'Memory (RSS) of the monitored process is {{ $value | printf "%.1f" }} MiB on '
+                f"{where}, above its warning threshold of {lookup} MiB."
+            ),
+            "runbook_url": "README.md#crankshaftmemoryusage",
+        },
     }
-    assert critical["expr"] == "crankshaft_memory_usage_mb > 2048"
+    assert critical["expr"] == compare("crankshaft_memory_usage_mb", "memory_usage", "critical")
     assert critical["labels"] == {"severity": "critical", "metric": "memory_usage"}
-    assert critical["annotations"] == warning["annotations"]
+    assert critical["annotations"]["description"] == warning["annotations"][
+        "description"
+    ].replace('"warning"', '"critical"').replace("its warning", "its critical")
+
+
+def test_no_threshold_is_written_into_the_rules():
+    """Each instance's own thresholds decide: the configured numbers appear nowhere."""
+    text = render_rules([AlertRule("memory_usage", 1234.5, 2345.5, warning_clear=1111.5)])
+    assert "1234" not in text and "2345" not in text and "1111" not in text
 
 
 @pytest.mark.parametrize(
-    ("metric", "expr"),
+    ("metric", "value"),
     [
-        ("cpu_usage", "crankshaft_cpu_usage_percent > 70"),
-        ("active_connections", "crankshaft_websocket_active_connections > 70"),
-        ("total_connections", "crankshaft_websocket_connections_total > 70"),
-        ("request_latency", "crankshaft_request_latency_ms > 70"),
-        ("target_down", "(1 - crankshaft_target_up) > 70"),
-        (EXT, 'crankshaft_extension_status{status="crashed"} > 70'),
-        (
-            P95,
-            "histogram_quantile(0.95, sum by (job, instance, endpoint, le) "
-            "(rate(crankshaft_request_duration_seconds_bucket[5m]))) * 1000 > 70",
-        ),
-        (
-            P99,
-            "histogram_quantile(0.99, sum by (job, instance, endpoint, le) "
-            "(rate(crankshaft_request_duration_seconds_bucket[5m]))) * 1000 > 70",
-        ),
+        ("cpu_usage", "crankshaft_cpu_usage_percent"),
+        ("active_connections", "crankshaft_websocket_active_connections"),
+        ("total_connections", "crankshaft_websocket_connections_total"),
+        ("request_latency", "crankshaft_request_latency_ms"),
+        ("target_down", "(1 - crankshaft_target_up)"),
+        # the sources' declarations: a gauge with an OpenMetrics unit, a state set of one
+        # `when`, process detail
+        ("cpu_temperature", "crankshaft_board_cpu_temperature_celsius"),
+        ("board_throttled", "(sum without (crankshaft_board_throttling) "
+                            '(crankshaft_board_throttling{when="now"}))'),
+        ("process_open_fds", "crankshaft_process_open_fds"),
     ],
 )
-def test_value_expression_per_metric(metric, expr):
+def test_value_expression_per_metric(metric, value):
     (e,) = entries(AlertRule(metric, 70, None))
-    assert e["expr"] == expr
+    assert e["expr"] == compare(value, metric, "warning")
     assert e["alert"] == alert_name(metric)
+
+
+@pytest.mark.parametrize("q", ["0.95", "0.99"])
+def test_percentile_rules_keep_every_label_of_the_histogram(q):
+    """No `sum by`: labels a scrape config adds (vehicle) reach the alert."""
+    metric = P95 if q == "0.95" else P99
+    (e,) = entries(AlertRule(metric, 70, None))
+    value = (f"histogram_quantile({q}, rate(crankshaft_request_duration_seconds_bucket[5m]))"
+             " * 1000")
+    assert e["expr"] == compare(value, metric, "warning", ident="job, instance, endpoint")
+    (x,) = entries(AlertRule(EXT, None, 0))
+    assert x["expr"] == compare('crankshaft_extension_status{status="crashed"}', EXT, "critical",
+                                ident="job, instance, extension")
 
 
 def test_only_defined_levels_become_rules():
     (w,) = entries(AlertRule("cpu_usage", 70, None, "CPU"))
     assert w["labels"]["severity"] == "warning"
-    assert "(warning above 70%)." in w["annotations"]["description"]
+    assert "its warning threshold" in w["annotations"]["description"]
     (c,) = entries(AlertRule("cpu_usage", None, 90, "CPU"))
     assert c["labels"]["severity"] == "critical"
-    assert c["annotations"]["description"].endswith("(critical above 90%).")
+    assert "its critical threshold" in c["annotations"]["description"]
 
 
-def test_annotations_summary_defaults_and_units():
+def test_annotations_name_the_instance_vehicle_unit_and_runbook():
     s = by_severity(AlertRule("request_latency", 500, 1000))
-    assert s["warning"]["annotations"]["summary"] == "request_latency above warning threshold"
-    assert s["critical"]["annotations"]["summary"] == "request_latency above critical threshold"
-    assert s["warning"]["annotations"]["description"] == (
-        "request_latency on {{ $labels.instance }} is {{ $value }} ms "
-        "(warning above 500 ms, critical above 1000 ms)."
+    where = "{{ $labels.instance }}{{ with $labels.vehicle }} (vehicle {{ . }}){{ end }}"
+    assert s["warning"]["annotations"]["summary"] == (
+        f"request_latency above warning threshold on {where}"
+    )
+    assert s["critical"]["annotations"]["summary"] == (
+        f"request_latency above critical threshold on {where}"
+    )
+    assert s["warning"]["annotations"]["description"].startswith(
+        'Average request latency is {{ $value | printf "%.1f" }} ms on '
     )
     (p,) = entries(AlertRule(P95, None, 250.5, "slow"))
-    assert p["annotations"]["description"] == (
-        "request_latency_p95 {{ $labels.endpoint }} on {{ $labels.instance }} is {{ $value }} ms "
-        "(critical above 250.5 ms)."
-    )
+    assert p["annotations"]["summary"] == f"slow ({{{{ $labels.endpoint }}}}) on {where}"
+    assert p["annotations"]["description"].startswith("p95 latency of {{ $labels.endpoint }} is")
     (x,) = entries(AlertRule(EXT, None, 0))
     assert x["annotations"]["description"] == (
-        "extension_crashed {{ $labels.extension }} on {{ $labels.instance }} is {{ $value }} "
-        "(critical above 0)."
+        f"Extension {{{{ $labels.extension }}}} is in state crashed on {where}."
     )
+    (c,) = entries(AlertRule("cpu_usage", 70, None))
+    assert '{{ $value | printf "%.1f" }}% on' in c["annotations"]["description"]
+    for e in (*s.values(), p, x, c):
+        assert e["annotations"]["runbook_url"] == f"README.md#{e['alert'].lower()}"
+
+
+def test_runbook_base_and_job_are_parameters():
+    doc = build_rules([AlertRule("cpu_usage", 70, None)], job='car"s',
+                      runbook_base="https://git.example/README.md")
+    rule, *health = [e for g in doc["groups"] for e in g["rules"]]
+    assert rule["annotations"]["runbook_url"] == "https://git.example/README.md#crankshaftcpuusage"
+    assert health[0]["expr"] == 'up{job="car\\"s"} == 0'
+    assert all(h["annotations"]["runbook_url"].startswith("https://git.example/") for h in health)
 
 
 @pytest.mark.parametrize(
@@ -164,26 +227,6 @@ def test_for_zero_is_omitted():
         assert "for" not in e
 
 
-@pytest.mark.parametrize(
-    ("threshold", "text"), [(1536.0, "1536"), (0.5, "0.5"), (0, "0"), (-5, "-5"), (99.25, "99.25")]
-)
-def test_thresholds_print_without_float_noise(threshold, text):
-    (e,) = entries(AlertRule("memory_usage", threshold, None))
-    assert e["expr"] == f"crankshaft_memory_usage_mb > {text}"
-
-
-def test_thresholds_keep_every_significant_digit():
-    rule = AlertRule("total_connections", 1234567, 2345678.5, warning_clear=1234560.25)
-    s = by_severity(rule)
-    assert s["warning"]["expr"].startswith("(crankshaft_websocket_connections_total > 1234567)")
-    assert "> 1234560.25 and on" in s["warning"]["expr"]
-    assert s["critical"]["expr"] == "crankshaft_websocket_connections_total > 2345678.5"
-    assert (
-        "warning above 1234567, critical above 2345678.5"
-        in (s["warning"]["annotations"]["description"])
-    )
-
-
 def test_disabled_rules_are_omitted():
     assert entries(AlertRule("cpu_usage", 70, 90, enabled=False)) == []
     rules = entries(
@@ -192,7 +235,24 @@ def test_disabled_rules_are_omitted():
         AlertRule("target_down", None, 0, enabled=False),
     )
     assert [e["alert"] for e in rules] == ["CrankshaftMemoryUsage"] * 2
-    assert build_rules([]) == {"groups": [{"name": GROUP, "rules": []}]}
+    assert build_rules([])["groups"][0] == {"name": GROUP, "rules": []}
+
+
+def test_health_group_offline_and_self_monitoring():
+    (_, health) = build_rules([])["groups"]
+    by_name = {e["alert"]: e for e in health["rules"]}
+    assert by_name["CrankshaftExporterDown"]["expr"] == 'up{job="crankshaft"} == 0'
+    assert by_name["CrankshaftExporterDown"]["for"] == "5m"
+    assert by_name["CrankshaftNoTargets"]["expr"] == 'absent(up{job="crankshaft"})'
+    assert set(by_name) == {
+        "CrankshaftExporterDown", "CrankshaftExporterGone", "CrankshaftNoTargets",
+        "CrankshaftMetricsMissing", "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors",
+        "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
+        "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
+    }
+    for e in health["rules"]:
+        assert e["labels"] == {"severity": "warning"}
+        assert 'job="crankshaft"' in e["expr"]
 
 
 # --- selectors ------------------------------------------------------------------------------
@@ -206,11 +266,13 @@ def test_selector_rule_matches_its_endpoint_and_general_rule_excludes_it():
     gw, gc, sw = rules
     for e in (gw, gc):
         assert 'crankshaft_request_duration_seconds_bucket{endpoint!~"/login"}[5m]' in e["expr"]
+        assert 'selector=""' in e["expr"]
         assert "endpoint" not in e["labels"]
     assert 'crankshaft_request_duration_seconds_bucket{endpoint="/login"}[5m]' in sw["expr"]
-    assert sw["expr"].endswith(" * 1000 > 100")
+    assert thr(P95, "warning", "/login") in sw["expr"]
     assert sw["labels"] == {"severity": "warning", "metric": P95, "endpoint": "/login"}
-    assert sw["annotations"]["summary"] == "login slow"
+    assert sw["annotations"]["summary"].startswith("login slow ({{ $labels.endpoint }}) on ")
+    assert '"warning" $labels.endpoint | query' in sw["annotations"]["description"]
     assert {e["alert"] for e in rules} == {"CrankshaftRequestLatencyP95"}
 
 
@@ -226,8 +288,13 @@ def test_extension_selector_joins_the_status_matcher():
         AlertRule(EXT, None, 0), AlertRule(EXT, None, 0, selector="nav", for_seconds=120)
     )
     general, specific = rules
-    assert general["expr"] == 'crankshaft_extension_status{status="crashed",extension!~"nav"} > 0'
-    assert specific["expr"] == 'crankshaft_extension_status{status="crashed",extension="nav"} > 0'
+    assert general["expr"].startswith(
+        '(crankshaft_extension_status{status="crashed",extension!~"nav"} > on'
+    )
+    assert specific["expr"].startswith(
+        '(crankshaft_extension_status{status="crashed",extension="nav"} > on'
+    )
+    assert thr(EXT, "critical", "nav") in specific["expr"]
     assert specific["for"] == "2m" and "for" not in general
     assert specific["labels"] == {"severity": "critical", "metric": EXT, "extension": "nav"}
 
@@ -257,12 +324,14 @@ def test_regex_escaping_of_special_characters():
         assert not re.fullmatch(regex, near_miss), near_miss
     for name, e in zip(NASTY, specific, strict=True):
         assert promql_string(e["expr"], "endpoint", "=") == name
+        assert promql_string(e["expr"], "selector", "=") == name
         assert e["labels"]["endpoint"] == name
 
 
 def test_quotes_and_backslashes_escaped_in_specific_matcher():
     (e,) = entries(AlertRule(EXT, None, 0, selector='q"x\\y'))
     assert 'extension="q\\"x\\\\y"' in e["expr"]
+    assert 'selector="q\\"x\\\\y"' in e["expr"]
 
 
 def test_disabled_selector_rule_still_excluded_from_general_rule_like_the_evaluator():
@@ -280,43 +349,23 @@ def test_disabled_selector_rule_still_excluded_from_general_rule_like_the_evalua
 # --- hysteresis -----------------------------------------------------------------------------
 
 
-def test_hysteresis_expression_shape():
-    s = by_severity(
-        AlertRule("active_connections", 50, 100, "conns", warning_clear=40, critical_clear=80)
+def test_hysteresis_branch_always_present_so_each_instance_brings_its_own():
+    """Whether a car has hysteresis is its YAML's business (its clear threshold equals the
+    threshold when it has none): the rule is the same either way."""
+    with_h = by_severity(AlertRule("active_connections", 50, 100, warning_clear=40))
+    without = by_severity(AlertRule("active_connections", 50, 100))
+    assert with_h == without
+    assert with_h["warning"]["expr"] == compare(
+        "crankshaft_websocket_active_connections", "active_connections", "warning"
     )
-    v = "crankshaft_websocket_active_connections"
-    assert s["warning"]["expr"] == (
-        f"({v} > 50) or ({v} > 40 and on (job, instance) "
-        'ALERTS{alertname="CrankshaftActiveConnections", severity="warning", alertstate="firing"})'
-    )
-    assert s["critical"]["expr"] == (
-        f"({v} > 100) or ({v} > 80 and on (job, instance) "
-        'ALERTS{alertname="CrankshaftActiveConnections", severity="critical", alertstate="firing"})'
-    )
-
-
-def test_hysteresis_only_where_clear_is_below_threshold():
-    s = by_severity(AlertRule("cpu_usage", 70, 90, warning_clear=70, critical_clear=85))
-    assert s["warning"]["expr"] == "crankshaft_cpu_usage_percent > 70"  # clear == threshold
-    assert "ALERTS{" in s["critical"]["expr"]
-    s = by_severity(AlertRule("cpu_usage", 70, 90, warning_clear=60))
-    assert "ALERTS{" in s["warning"]["expr"]
-    assert s["critical"]["expr"] == "crankshaft_cpu_usage_percent > 90"
 
 
 def test_hysteresis_joins_on_the_instance_labels_of_labelled_metrics():
     (p,) = entries(AlertRule(P95, 500, None, warning_clear=400, selector="/a.b"))
     assert "and on (job, instance, endpoint) ALERTS{" in p["expr"]
     assert p["expr"].count('{endpoint="/a.b"}') == 2  # both branches watch only /a.b
-    (x,) = entries(AlertRule(EXT, None, 0.5, critical_clear=0))
-    assert x["expr"] == (
-        '(crankshaft_extension_status{status="crashed"} > 0.5) or '
-        '(crankshaft_extension_status{status="crashed"} > 0 and on (job, instance, extension) '
-        'ALERTS{alertname="CrankshaftExtensionCrashed", severity="critical", '
-        'alertstate="firing"})'
-    )
     (t,) = entries(AlertRule("target_down", None, 0.5, critical_clear=0, for_seconds=90))
-    assert t["expr"].startswith("((1 - crankshaft_target_up) > 0.5) or ((1 - crankshaft_target_up)")
+    assert t["expr"].startswith("((1 - crankshaft_target_up) > on (job, instance)")
     assert t["for"] == "1m30s"
 
 
@@ -327,8 +376,8 @@ def test_render_is_yaml_of_build_with_a_header():
     text = render_rules(DEFAULT_RULES, 60)
     assert yaml.safe_load(text) == build_rules(DEFAULT_RULES)
     header = [line for line in text.splitlines() if line.startswith("#")]
-    assert len(header) == 3
-    assert "every 1m:" in header[2]
+    assert len(header) == 4
+    assert "every 1m:" in header[3]
     assert "every" not in render_rules(DEFAULT_RULES)
     assert "every 30s:" in render_rules(DEFAULT_RULES, 30)
 
@@ -336,8 +385,8 @@ def test_render_is_yaml_of_build_with_a_header():
 def test_render_keeps_long_expressions_on_one_line():
     text = render_rules([AlertRule(P95, 500, 1000, warning_clear=400, selector="/x")])
     exprs = [line for line in text.splitlines() if line.strip().startswith("expr:")]
-    assert len(exprs) == 2
-    assert all("ALERTS{" in line or "> 1000" in line for line in exprs)
+    assert len(exprs) == 2 + 10  # the two levels, then the health group
+    assert all(line.rstrip().endswith('alertstate="firing"})') for line in exprs[:2])
 
 
 def test_committed_rules_file_is_current():
@@ -372,7 +421,7 @@ def test_cli_alert_rules_from_a_config(tmp_path, capsys):
     assert out == render_rules(config.alerts, config.interval)
     doc = yaml.safe_load(out)
     rules = doc["groups"][0]["rules"]
-    assert [r["alert"] for r in rules] == [
+    assert [r["alert"] for r in rules] == [  # then the health group
         "CrankshaftCpuUsage",
         "CrankshaftCpuUsage",
         "CrankshaftActiveConnections",
@@ -380,7 +429,7 @@ def test_cli_alert_rules_from_a_config(tmp_path, capsys):
         "CrankshaftRequestLatencyP95",
     ]
     assert rules[0]["for"] == "2m"
-    assert "ALERTS{" in rules[2]["expr"]
+    assert 'crankshaft_alert_clear_threshold{metric="active_connections"' in rules[2]["expr"]
     assert rules[3]["labels"]["endpoint"] == "/api/items"
     assert 'endpoint!~"/api/items"' in rules[4]["expr"]
     assert "every 30s:" in out
@@ -408,3 +457,109 @@ def test_cli_alert_rules_missing_config_exits_78(tmp_path, capsys):
     assert main(["alert-rules", "--config", str(tmp_path / "absent.yaml")]) == 78
     out, err = capsys.readouterr()
     assert out == "" and "absent.yaml" in err
+
+
+# --- what the rules join on: the exporter's own families ---------------------------------------
+
+
+def test_exposition_publishes_thresholds_clear_thresholds_and_the_listed_alert_count():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporter.endpoint import MetricsEndpoint
+
+    ep = MetricsEndpoint(
+        rules=[
+            AlertRule("memory_usage", 1000, 2000, "mem", warning_clear=900),
+            AlertRule("cpu_usage", 70, None, "cpu"),
+            AlertRule(EXT, None, 0, "nav", selector="nav"),
+        ],
+        sources=[],
+    )
+    try:
+
+        def families() -> dict:
+            text = ep.export_prometheus()
+            return {f.name: f for f in text_string_to_metric_families(text)}
+
+        def samples(name: str) -> dict:
+            return {
+                tuple(sorted(s.labels.items())): s.value for s in families()[name].samples
+            }
+
+        key = lambda m, lvl, sel="": (("level", lvl), ("metric", m), ("selector", sel))  # noqa: E731
+        assert samples("crankshaft_alert_threshold") == {
+            key("memory_usage", "warning"): 1000, key("memory_usage", "critical"): 2000,
+            key("cpu_usage", "warning"): 70, key(EXT, "critical", "nav"): 0,
+        }
+        assert samples("crankshaft_alert_clear_threshold") == {
+            key("memory_usage", "warning"): 900, key("memory_usage", "critical"): 2000,
+            key("cpu_usage", "warning"): 70, key(EXT, "critical", "nav"): 0,
+        }
+        listed = lambda: samples("crankshaft_active_alerts")  # noqa: E731
+        assert listed() == {(("level", "warning"),): 0, (("level", "critical"),): 0}
+        ep.record_memory_usage(2100)  # warning and critical fire; /metrics/alerts lists one
+        ep.record_cpu_usage(75)
+        assert len(ep.get_alerts()) == 2
+        assert listed() == {(("level", "warning"),): 1, (("level", "critical"),): 1}
+        alert_active = families()["crankshaft_alert_active"].samples
+        assert sum(s.value for s in alert_active) == 3  # why the dashboard does not sum this
+    finally:
+        ep.close()
+
+
+# --- runbook_url anchors ------------------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def readme_anchors(text: str) -> set[str]:
+    """The anchors of README's headings (lines in fenced code blocks are not headings)."""
+    anchors, fenced = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            anchors.add(github_anchor(line.lstrip("#")))
+    return anchors
+
+
+def test_github_anchor():
+    assert github_anchor(" From `make install` to the dashboard") == (
+        "from-make-install-to-the-dashboard"
+    )
+    assert github_anchor("Prometheus, Grafana and alerts") == "prometheus-grafana-and-alerts"
+    assert readme_anchors("# A\n```\n# not a heading\n```\n## B c\n") == {"a", "b-c"}
+
+
+def test_every_runbook_url_points_at_a_readme_section_that_exists():
+    anchors = readme_anchors((REPO / "README.md").read_text())
+    doc = yaml.safe_load(COMMITTED.read_text())
+    every_metric = [AlertRule(m, 1, 2) for m in alertable_metrics()]
+    rules = [e for g in doc["groups"] + build_rules(every_metric)["groups"] for e in g["rules"]]
+    assert len(rules) > 20
+    for e in rules:
+        base, _, anchor = e["annotations"]["runbook_url"].partition("#")
+        assert base == "README.md"
+        assert anchor in anchors, f"{e['alert']}: README has no section #{anchor}"
+
+
+@pytest.mark.parametrize(
+    ("metric", "value_text", "unit"),
+    [
+        ("memory_usage", '{{ $value | printf "%.1f" }} MiB', " MiB"),  # the seed's MB: RSS/2**20
+        ("cpu_temperature", '{{ $value | printf "%.1f" }} °C', " °C"),
+        ("process_threads", '{{ $value | printf "%.0f" }} on', ""),  # a count: whole, no unit
+        ("board_throttled", '{{ $value | printf "%.0f" }} on', ""),
+    ],
+)
+def test_units_and_number_formats_come_from_the_declarations(metric, value_text, unit):
+    from exporter.promrules import unit_text
+
+    assert unit_text(metric) == unit
+    (e,) = entries(AlertRule(metric, None, 0 if metric == "board_throttled" else 100))
+    assert value_text in e["annotations"]["description"]
+    assert "None" not in e["annotations"]["description"]

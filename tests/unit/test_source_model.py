@@ -212,10 +212,17 @@ def test_alert_rules_renders_a_rule_on_its_prometheus_metric(
     assert cli_main(["alert-rules", "--config", str(path)]) == 0
     rules = yaml.safe_load(capsys.readouterr().out)["groups"][0]["rules"]
     exprs = {r["labels"]["severity"]: r["expr"] for r in rules}
-    assert exprs == {
-        "warning": "crankshaft_test_widget_level > 5",
-        "critical": "crankshaft_test_widget_level > 10",
-    }
+    join = "on (job, instance) group_left ()"
+
+    def expected(level: str) -> str:  # the instance's own published threshold (a fleet)
+        where = f'{{metric="widget_level",level="{level}",selector=""}}'
+        firing = (f'ALERTS{{alertname="CrankshaftWidgetLevel", severity="{level}", '
+                  'alertstate="firing"}')
+        return (f"(crankshaft_test_widget_level > {join} crankshaft_alert_threshold{where})"
+                f" or (crankshaft_test_widget_level > {join} "
+                f"crankshaft_alert_clear_threshold{where} and on (job, instance) {firing})")
+
+    assert exprs == {"warning": expected("warning"), "critical": expected("critical")}
     assert {r["labels"]["metric"] for r in rules} == {"widget_level"}
 
 
