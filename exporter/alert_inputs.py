@@ -20,7 +20,10 @@ def alert_inputs(
     target_up: bool | None,
     latency_live: bool,
 ) -> dict[tuple[str, str], float]:
-    inputs = {(key, ""): v for key, v in recorded.items()}
+    statesets = store.stateset_keys
+    inputs = {
+        (key, ""): _states_set(v) if key in statesets else v for key, v in recorded.items()
+    }
     if target_up is not None:
         inputs[("target_down", "")] = 0.0 if target_up else 1.0
     for ext, status in store.extensions.statuses().items():
@@ -33,3 +36,9 @@ def alert_inputs(
             if "request_latency_p99" in wanted:
                 inputs[("request_latency_p99", endpoint)] = p.p99
     return inputs
+
+
+def _states_set(mask: float) -> float:
+    """A state set is stored as a bit mask; its rules compare how many states are set, as
+    the Prometheus rules do (the family's 0/1 samples summed)."""
+    return float(int(mask).bit_count())

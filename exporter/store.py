@@ -26,7 +26,7 @@ from exporter.latency import (
     LatencyTracker,
 )
 from exporter.ringbuffer import RingBuffer
-from exporter.series import SeriesSpec
+from exporter.series import STATESET, SeriesSpec
 
 DEFAULT_CAPACITY = 1440  # 24 h at the seed's 1-minute interval
 
@@ -69,6 +69,7 @@ class MetricStore:
         self.settings = settings
         self.catalog: tuple[SeriesSpec, ...] = tuple(catalog)
         self.specs = {spec.key: spec for spec in self.catalog}
+        self.stateset_keys = frozenset(s.key for s in self.catalog if s.kind == STATESET)
         self.series: dict[str, RingBuffer] = {
             spec.key: RingBuffer(settings.capacity) for spec in self.catalog
         }
@@ -100,6 +101,7 @@ class MetricStore:
         """Keep the series still declared (with their history), add new ones, drop the rest."""
         self.catalog = tuple(catalog)
         self.specs = {spec.key: spec for spec in self.catalog}
+        self.stateset_keys = frozenset(s.key for s in self.catalog if s.kind == STATESET)
         self.series = {
             spec.key: self.series.get(spec.key) or RingBuffer(self.settings.capacity)
             for spec in self.catalog

@@ -82,6 +82,28 @@ def endpoint_for(source: BoardHealthSource) -> MetricsEndpoint:
     return endpoint
 
 
+@pytest.mark.parametrize(
+    ("text", "states_set", "fires"),
+    [("0x4\n", 1, False),  # one state (throttled), mask 4: above 1 if the mask were compared
+     ("0x5\n", 2, True),  # under-voltage and throttled: two states
+     ("0x0\n", 0, False)],
+)
+def test_a_state_set_alert_compares_how_many_states_are_set(
+    sysfs, no_psutil_sensors, text, states_set, fires
+):
+    """As the Prometheus rule does (the family's 0/1 samples summed), not the bit mask."""
+    from exporter import AlertRule
+
+    sysfs.throttled(text)
+    endpoint = MetricsEndpoint(sources=[BoardHealthSource(sysfs.root)],
+                               rules=[AlertRule("board_throttled", 1.0, 3.0, "throttled")])
+    endpoint.collect_now()
+    alerts = endpoint.get_alerts()
+    endpoint.close()
+    assert [(a["metric"], a["current_value"]) for a in alerts] == (
+        [("board_throttled", float(states_set))] if fires else [])
+
+
 # --- thermal zones ----------------------------------------------------------------------------
 
 
