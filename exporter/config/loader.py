@@ -13,12 +13,11 @@ import os
 import stat
 from pathlib import Path
 
-import yaml
 from yaml.nodes import MappingNode, Node
 
 from exporter.config import checks
 from exporter.config.alerting import alert_rules
-from exporter.config.errors import ConfigError, Problem, one_line
+from exporter.config.errors import ConfigError, one_line
 from exporter.config.model import (
     INTERVAL_MAX,
     INTERVAL_MIN,
@@ -34,7 +33,7 @@ from exporter.config.model import (
     SourceConfig,
 )
 from exporter.config.notifiers import notifiers
-from exporter.config.yamltree import Fields, Walker, is_null, show
+from exporter.config.yamltree import Fields, Walker, compose, is_null, read_text, show
 from exporter.http.webconfig import load_web_config
 from exporter.sources import registry
 from exporter.sources.targets import TARGET_KINDS, TargetSpec
@@ -72,20 +71,7 @@ _DEFAULT = Config()
 def load_config(path: str | os.PathLike[str]) -> Config:
     """The config in the file at ``path``; relative paths in it are relative to its folder."""
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError([Problem(name, None, "", f"cannot read: {e.strerror or e}")]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError([Problem(name, None, "", f"larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        message = f"not UTF-8 text (byte 0x{data[e.start]:02x})"
-        raise ConfigError([Problem(name, line, "", message)]) from None
-    return parse_config(text, name, base_dir=Path(path).parent)
+    return parse_config(read_text(name, MAX_FILE_BYTES), name, base_dir=Path(path).parent)
 
 
 def parse_config(
@@ -93,36 +79,12 @@ def parse_config(
 ) -> Config:
     """The config in ``text``; ``source_name`` prefixes problems, ``base_dir`` anchors
     relative paths (the current directory when None).  Raises ConfigError."""
-    text = text.removeprefix("\ufeff")
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        raise ConfigError([_yaml_problem(source_name, text, e)]) from None
-    except RecursionError:
-        problem = Problem(source_name, None, "", "invalid YAML: nested too deeply")
-        raise ConfigError([problem]) from None
+    loader, root = compose(text, source_name)
     walker = Walker(source_name, loader)
     config = _build(walker, root, Path(base_dir) if base_dir is not None else None)
     if walker.problems:
         raise ConfigError(walker.problems)
     return config
-
-
-def _yaml_problem(source: str, text: str, error: yaml.YAMLError) -> Problem:
-    mark = getattr(error, "problem_mark", None)
-    if mark is not None:
-        message = error.problem or "syntax error"  # type: ignore[attr-defined]
-        context, context_mark = getattr(error, "context", None), error.context_mark  # type: ignore[attr-defined]
-        if context and context_mark is not None:
-            message += f" ({context} on line {context_mark.line + 1})"
-        return Problem(source, mark.line + 1, "", f"invalid YAML: {one_line(message)}")
-    position = getattr(error, "position", None)  # a ReaderError: an unprintable character
-    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
-    return Problem(source, line, "", f"invalid YAML: {one_line(str(error))}")
 
 
 def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:

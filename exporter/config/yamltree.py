@@ -15,9 +15,58 @@ from typing import TypeVar
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from exporter.config.errors import Problem, one_line, quote
+from exporter.config.errors import ConfigError, Problem, one_line, quote
 
 T = TypeVar("T")
+
+def read_text(path: str, max_bytes: int) -> str:
+    """A YAML file's text (a BOM dropped); ConfigError if it cannot be read, is larger than
+    ``max_bytes`` (then it is the wrong file) or is not UTF-8 (naming the line)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ConfigError([Problem(path, None, "", f"cannot read: {e.strerror or e}")]) from None
+    if len(data) > max_bytes:
+        raise ConfigError([Problem(path, None, "", f"larger than {max_bytes} bytes")])
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        message = f"not UTF-8 text (byte 0x{data[e.start]:02x})"
+        raise ConfigError([Problem(path, line, "", message)]) from None
+
+
+def compose(text: str, source: str) -> tuple[yaml.SafeLoader, Node | None]:
+    """The one YAML document in ``text`` as nodes, with the loader that made them (its
+    constructors read scalars); ConfigError naming the line of a syntax error."""
+    text = text.removeprefix("\ufeff")
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_problem(source, text, e)]) from None
+    except RecursionError:
+        problem = Problem(source, None, "", "invalid YAML: nested too deeply")
+        raise ConfigError([problem]) from None
+    return loader, root
+
+
+def _yaml_problem(source: str, text: str, error: yaml.YAMLError) -> Problem:
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        message = error.problem or "syntax error"  # type: ignore[attr-defined]
+        context, context_mark = getattr(error, "context", None), error.context_mark  # type: ignore[attr-defined]
+        if context and context_mark is not None:
+            message += f" ({context} on line {context_mark.line + 1})"
+        return Problem(source, mark.line + 1, "", f"invalid YAML: {one_line(message)}")
+    position = getattr(error, "position", None)  # a ReaderError: an unprintable character
+    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+    return Problem(source, line, "", f"invalid YAML: {one_line(str(error))}")
+
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"

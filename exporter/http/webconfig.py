@@ -22,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from exporter.config.errors import ConfigError, Problem, one_line, quote
-from exporter.config.yamltree import Fields, Walker, is_null
+from exporter.config.errors import ConfigError, one_line, quote
+from exporter.config.yamltree import Fields, Walker, compose, is_null, read_text
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -142,35 +141,12 @@ class WebConfig:
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """The web configuration in the file at ``path``; ConfigError lists every problem."""
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError([Problem(name, None, "", f"cannot read: {e.strerror or e}")]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError([Problem(name, None, "", f"larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        text = data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise ConfigError([Problem(name, line, "", "not UTF-8 text")]) from None
+    text = read_text(name, MAX_FILE_BYTES)
     return parse_web_config(text, name, Path(name).parent)
 
 
 def parse_web_config(text: str, source: str, base_dir: Path) -> WebConfig:
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = None if mark is None else mark.line + 1
-        reason = one_line(getattr(e, "problem", None) or str(e))
-        raise ConfigError([Problem(source, line, "", f"invalid YAML: {reason}")]) from None
-    except RecursionError:
-        raise ConfigError([Problem(source, None, "", "invalid YAML: nested too deeply")]) from None
+    loader, root = compose(text, source)
     w = Walker(source, loader)
     if root is not None and not is_null(root) and not isinstance(root, MappingNode):
         w.report(root, "", f"the top level must be a mapping of keys, got {w.describe(root)}")
