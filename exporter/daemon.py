@@ -144,7 +144,8 @@ class Daemon:
         )
         self._open_files = raise_open_files_limit()
         self.app = App(self.endpoint, http_settings(c, self._open_files))
-        self.web = WebConfigWatcher(c.http.web_config, self._record_reload)
+        self._config_ok = self._web_ok = True
+        self.web = WebConfigWatcher(c.http.web_config, self._record_web_reload)
         try:
             self.server = ExporterServer(c.listen.host, c.listen.port, self.app, self.web)
         except OSError as e:
@@ -310,8 +311,21 @@ class Daemon:
         self.endpoint.add_status_provider(self.history.status)
 
     def _record_reload(self, ok: bool) -> None:
-        self._reload_ok = ok
+        """A reload of the config file; a successful one has also read the web config."""
+        self._config_ok = ok
         if ok:
+            self._web_ok = True
+        self._settle_reload()
+
+    def _record_web_reload(self, ok: bool) -> None:
+        """The web config re-read on its own (it changed on disk): it must not make a failed
+        reload of the config file look successful, nor the other way round."""
+        self._web_ok = ok
+        self._settle_reload()
+
+    def _settle_reload(self) -> None:
+        self._reload_ok = self._config_ok and self._web_ok
+        if self._reload_ok:
             self._reload_time = time.time()
 
     def _reload_status(self) -> list[StatusFamily]:

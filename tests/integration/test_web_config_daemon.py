@@ -202,3 +202,26 @@ def test_web_config_change_on_disk_applies_without_a_signal(daemon_factory,
     wait_for(lambda: "web config change rejected" in d.log(), "the bad change to be reported")
     assert d.request("/metrics/summary", headers=basic("scraper", "other")).status == 200
     assert reload_ok(d, basic("scraper", "other")) == 0.0
+
+
+def test_a_web_config_read_on_its_own_does_not_hide_a_failed_reload(
+        daemon_factory, tmp_path: Path, web_file: Path) -> None:
+    """crankshaft_config_last_reload_successful stays 0 while exporter.yaml is broken, even
+    when the web config (a renewed password or certificate) is re-read meanwhile."""
+    cfg = tmp_path / "exporter.yaml"
+    good = "interval: 1s\nhttp:\n  web_config_file: web.yml\n"
+    cfg.write_text(good)
+    d: RunningDaemon = daemon_factory("--config", str(cfg))
+    old = basic("prom", "s3cret")
+    cfg.write_text(good + "interval: nope\n")
+    os.kill(d.pid, signal.SIGHUP)
+    wait_for(lambda: "configuration reload failed" in d.log(), "the rejected reload")
+    assert reload_ok(d, old) == 0.0
+    write_web_config(web_file, {"basic_auth_users": {"prom": bcrypt_hash("n3w")}})
+    new = basic("prom", "n3w")
+    poll(lambda: d.request("/metrics/summary", headers=new).status, lambda s: s == 200,
+         "the changed web config to be read")
+    assert reload_ok(d, new) == 0.0  # exporter.yaml is still the broken one
+    cfg.write_text(good)
+    os.kill(d.pid, signal.SIGHUP)
+    poll(lambda: reload_ok(d, new), lambda v: v == 1.0, "the repaired reload")
