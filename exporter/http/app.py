@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -80,6 +81,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     # A body too big to hold at once (a week of history): sent chunked as it is made.
     stream: Iterator[bytes] | None = None
+    # Called once when the stream is closed, sent or not (gives back its slot).
+    on_close: Callable[[], None] | None = None
 
 
 class HttpError(Exception):
@@ -88,6 +91,9 @@ class HttpError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+MAX_STREAMS = 2  # history downloads at once
 
 
 def json_response(doc: Any, status: int = 200) -> Response:
@@ -137,6 +143,9 @@ class App:
         self._monotonic = monotonic
         self._openapi: tuple[object, bytes] | None = None  # (catalog, text)
         self._dashboard = Dashboard()
+        # Each history download holds a copy of what it sends (~14 MB for a week): a few at
+        # once, so that a crowd of them cannot take the daemon past its memory limit.
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         # Concurrent scrapes share one render per format (see coalesce.py).
         self._render = {
             om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
@@ -247,8 +256,18 @@ class App:
             labels = check_extra_labels(query.get("label", []), self.endpoint.store.catalog)
         except ValueError as e:
             raise HttpError(400, str(e)) from None
-        pieces = iter_history(self.endpoint.recorder, labels)
-        return Response(200, b"", OPENMETRICS_CONTENT_TYPE, stream=pieces)
+        if request.method == "HEAD":  # the headers only: no copy of the history
+            return Response(200, b"", OPENMETRICS_CONTENT_TYPE, stream=iter(()))
+        if not self._streams.acquire(blocking=False):
+            raise HttpError(503, f"{MAX_STREAMS} history downloads are running; try again "
+                            "when one has finished", {"Retry-After": "10"})
+        try:
+            pieces = iter_history(self.endpoint.recorder, labels)
+        except BaseException:
+            self._streams.release()
+            raise
+        return Response(200, b"", OPENMETRICS_CONTENT_TYPE, stream=pieces,
+                        on_close=self._streams.release)
 
     def healthz(self, request: Request) -> Response:
         """Healthy while the collector keeps its schedule (a stuck loop turns this 503)."""

@@ -31,16 +31,17 @@ import ipaddress
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
 from exporter import __version__
-from exporter.http.app import App, Request, Response, error_response
+from exporter.http.app import MAX_STREAMS, App, Request, Response, error_response
 from exporter.http.webwatch import WebConfigWatcher, WebState
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,9 @@ class ExporterServer:
         self._loop.set_exception_handler(self._loop_exception)
         self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="crankshaft-http")
         self._bcrypt_pool = ThreadPoolExecutor(1, thread_name_prefix="crankshaft-auth")
+        # Streamed bodies render on their own threads: a long download never holds up a scrape.
+        self._stream_pool = ThreadPoolExecutor(STREAM_THREADS,
+                                               thread_name_prefix="crankshaft-stream")
         self._conns: dict[_Conn, None] = {}
         self._idle: dict[_Conn, None] = {}  # insertion order = oldest idle first
         self._reading: dict[_Conn, None] = {}
@@ -217,6 +221,7 @@ class ExporterServer:
         self._thread.join(10)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._bcrypt_pool.shutdown(wait=False, cancel_futures=True)
+        self._stream_pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if "out of system resource" in context.get("message", ""):
@@ -333,8 +338,8 @@ class ExporterServer:
                 return
             self._set_phase(conn, _Conn.BUSY)
             response = await self._respond(request, web)
-            if keep and http10:  # an HTTP/1.0 client keeps the connection only if told so
-                response.headers["Connection"] = "keep-alive"
+            if keep and http10 and response.stream is None:
+                response.headers["Connection"] = "keep-alive"  # 1.0 keeps it only if told so
             if response.stream is not None:
                 # A body made piece by piece (a week of history): chunked on HTTP/1.1; on
                 # HTTP/1.0 the end of the body is the end of the connection.
@@ -343,8 +348,8 @@ class ExporterServer:
                                         request.method == "HEAD", web.config.headers,
                                         b"Transfer-Encoding: chunked" if chunked else b""))
                 if request.method == "HEAD":
-                    await self._loop.run_in_executor(self._pool, _close_stream, response.stream)
-                elif not await self._send_stream(writer, response.stream, chunked,
+                    _close_stream(response)
+                elif not await self._send_stream(writer, response, chunked,
                                                  settings.request_timeout_s):
                     return
                 if not (keep and chunked):
@@ -358,8 +363,9 @@ class ExporterServer:
                 try:
                     async with asyncio.timeout(settings.request_timeout_s):
                         await writer.drain()
-                except TimeoutError:
-                    return  # a client that does not read its answer
+                except TimeoutError:  # a client that does not read its answer: a graceful
+                    _reset(writer)  # close would wait for it to read, forever
+                    return
             if not keep:
                 await self._linger(writer, reader)
                 return
@@ -520,19 +526,25 @@ class ExporterServer:
         lines.append(b"" if head_only else response.body)
         return b"\r\n".join(lines)
 
-    async def _send_stream(self, writer: asyncio.StreamWriter, stream: Iterator[bytes],
+    async def _send_stream(self, writer: asyncio.StreamWriter, response: Response,
                            chunked: bool, timeout_s: float) -> bool:
-        """The body in batches made on a handler thread, each written once the client has
-        taken the one before.  A piece that fails to render, or a client that stops reading
-        for ``timeout_s``, ends the connection without the last chunk: the client sees a
-        truncated body, never a complete-looking wrong one."""
+        """The body in batches made on a stream thread, each written once the client has
+        taken the one before.  A piece that fails to render, or a client that takes nothing
+        for ``timeout_s``, resets the connection: the client sees a broken body (no last
+        chunk, or a reset where HTTP/1.0 would take a close for the end), never a
+        complete-looking wrong one."""
+        assert response.stream is not None
+        pending: Future[bytes | None] | None = None
         try:
             while True:
+                pending = self._stream_pool.submit(_next_batch, response.stream)
                 try:
-                    batch = await self._loop.run_in_executor(self._pool, _next_batch, stream)
+                    batch = await asyncio.wrap_future(pending)
                 except Exception:
                     log.exception("rendering a streamed response failed")
+                    _reset(writer)
                     return False
+                pending = None
                 if batch is None:
                     break
                 writer.write(b"%x\r\n%s\r\n" % (len(batch), batch) if chunked else batch)
@@ -540,9 +552,15 @@ class ExporterServer:
                     async with asyncio.timeout(timeout_s):
                         await writer.drain()
                 except (TimeoutError, OSError):
+                    _reset(writer)
                     return False
         finally:
-            await self._loop.run_in_executor(self._pool, _close_stream, stream)
+            if pending is not None and not pending.done():
+                # Cancelled (the server stops) while a batch renders: close it once that
+                # batch is done, on its thread; a running generator cannot be closed.
+                pending.add_done_callback(lambda _: _close_stream(response))
+            else:
+                _close_stream(response)
         if chunked:
             writer.write(b"0\r\n\r\n")
         return True
@@ -582,7 +600,12 @@ class ExporterServer:
                     drained += len(chunk)
 
 
-STREAM_BATCH_BYTES = 256 * 1024
+# 64 KiB a batch: a client must take one within http.request_timeout, so even a slow
+# cellular link (~7 KB/s at the default 10 s) gets a week of history through.
+STREAM_BATCH_BYTES = 64 * 1024
+# Streams at once, each holding a copy of what it sends (~14 MB for a week of history);
+# more are answered 503 by the route (App.history) before any copy is made.
+STREAM_THREADS = MAX_STREAMS
 
 
 def _next_batch(stream: Iterator[bytes]) -> bytes | None:
@@ -598,10 +621,27 @@ def _next_batch(stream: Iterator[bytes]) -> bytes | None:
     return b"".join(pieces) if size else None
 
 
-def _close_stream(stream: Iterator[bytes]) -> None:
-    close = getattr(stream, "close", None)
-    if close is not None:
-        close()
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset, now: unsent data is dropped (nobody waits for a client that does
+    not read) and the client cannot take a truncated body for a complete one."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def _close_stream(response: Response) -> None:
+    """Close the body's iterator and give back what the route reserved for it, once."""
+    stream, response.stream = response.stream, None
+    try:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    finally:
+        release, response.on_close = response.on_close, None
+        if release is not None:
+            release()
 
 
 def _has_input(reader: asyncio.StreamReader) -> bool:
