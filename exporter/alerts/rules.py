@@ -123,15 +123,17 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 # rules with a `for` of 5 minutes on the seed's four.  At the default 60 s interval a level
 # then needs six samples in a row above its threshold, so an app start, a garbage collection
 # or one slow minute does not page critical, while a leak or an overload still pages within
-# minutes.  target_down waits 1 minute (two samples in a row), so a service that systemd
-# restarts between two samples does not page.  A crashed extension is a state the head unit
-# reports, not a noisy measurement, and stays until the extension is restarted: it pages at
-# once.  DEFAULT_RULES (what MetricsEndpoint() starts with) keep the seed's behaviour:
-# a rule added with the seed's AlertRule(metric, warning, critical, description) has no `for`
-# and fires on the first sample that crosses.
+# minutes.  target_down waits 2 minutes (three samples in a row): a service that systemd
+# restarts between two samples does not page, nor does one "down" sample in Prometheus,
+# where it stays visible for an interval plus the scrape lag (more than 1 minute).  A
+# crashed extension is a state the head unit reports, not a noisy measurement, and stays
+# until the extension is restarted: it pages at once.  DEFAULT_RULES (what
+# MetricsEndpoint() starts with) keep the seed's behaviour: a rule added with the seed's
+# AlertRule(metric, warning, critical, description) has no `for` and fires on the first
+# sample that crosses.
 SHIPPED_FOR_SECONDS = {
     **dict.fromkeys(("memory_usage", "cpu_usage", "active_connections", "request_latency"), 300.0),
-    "target_down": 60.0,
+    "target_down": 120.0,
 }
 SHIPPED_RULES: tuple[AlertRule, ...] = tuple(
     replace(rule, for_seconds=SHIPPED_FOR_SECONDS.get(rule.metric, 0.0)) for rule in DEFAULT_RULES

@@ -834,6 +834,8 @@ def test_grafana_provisioning_files_load_the_dashboard_from_prometheus() -> None
     (source,) = yaml.safe_load((base / "datasources" / "crankshaft-prometheus.yml").read_text())[
         "datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://127.0.0.1:9090"
+    # never a name another data source may have, never the default: it must not take over
+    assert source["name"] != "Prometheus" and source["isDefault"] is False
     scrape = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())["global"]
     assert source["jsonData"]["timeInterval"] == scrape["scrape_interval"]
     (provider,) = yaml.safe_load(

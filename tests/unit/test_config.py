@@ -152,7 +152,7 @@ def test_shipped_rules_are_the_seeds_with_a_for_that_waits_out_a_single_sample()
     ]
     fors = {r.metric: r.for_seconds for r in SHIPPED_RULES}
     assert fors == {"memory_usage": 300.0, "cpu_usage": 300.0, "active_connections": 300.0,
-                    "request_latency": 300.0, "target_down": 60.0, "extension_crashed": 0.0}
+                    "request_latency": 300.0, "target_down": 120.0, "extension_crashed": 0.0}
     assert all(r.for_seconds == 0 for r in DEFAULT_RULES)
     assert AlertRule("memory_usage", 1800.0, 2200.0, "Custom memory alert").for_seconds == 0
 

@@ -94,7 +94,7 @@ def test_shipped_rules_carry_their_for():
     rules = entries(*SHIPPED_RULES)
     fors = {(e["alert"], e["labels"]["severity"]): e.get("for") for e in rules}
     assert fors[("CrankshaftMemoryUsage", "critical")] == "5m"
-    assert fors[("CrankshaftTargetDown", "critical")] == "1m"
+    assert fors[("CrankshaftTargetDown", "critical")] == "2m"
     assert fors[("CrankshaftExtensionCrashed", "critical")] is None
 
 
