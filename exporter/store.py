@@ -67,9 +67,7 @@ class MetricStore:
         if catalog is None:
             catalog = seed_catalog()
         self.settings = settings
-        self.catalog: tuple[SeriesSpec, ...] = tuple(catalog)
-        self.specs = {spec.key: spec for spec in self.catalog}
-        self.stateset_keys = frozenset(s.key for s in self.catalog if s.kind == STATESET)
+        self._index(catalog)
         self.series: dict[str, RingBuffer] = {
             spec.key: RingBuffer(settings.capacity) for spec in self.catalog
         }
@@ -97,11 +95,14 @@ class MetricStore:
         """The value known now (None when absent), not the last stored sample."""
         return self.current.get(key)
 
-    def set_catalog(self, catalog: Iterable[SeriesSpec]) -> None:
-        """Keep the series still declared (with their history), add new ones, drop the rest."""
-        self.catalog = tuple(catalog)
+    def _index(self, catalog: Iterable[SeriesSpec]) -> None:
+        self.catalog: tuple[SeriesSpec, ...] = tuple(catalog)
         self.specs = {spec.key: spec for spec in self.catalog}
         self.stateset_keys = frozenset(s.key for s in self.catalog if s.kind == STATESET)
+
+    def set_catalog(self, catalog: Iterable[SeriesSpec]) -> None:
+        """Keep the series still declared (with their history), add new ones, drop the rest."""
+        self._index(catalog)
         self.series = {
             spec.key: self.series.get(spec.key) or RingBuffer(self.settings.capacity)
             for spec in self.catalog

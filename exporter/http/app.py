@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from exporter import __version__
+from exporter.config.model import DEFAULT_INGEST_ALLOW
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.history.backfill import check_extra_labels, iter_history
@@ -41,10 +42,7 @@ MAX_LAST_N_DIGITS = 12
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-LOOPBACK: tuple[Network, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
+LOOPBACK: tuple[Network, ...] = DEFAULT_INGEST_ALLOW  # who writes when nobody was listed
 TOKEN_HEADER = "x-ingest-token"  # the token's other header, for when basic auth holds
 # "Authorization"
 

@@ -338,33 +338,31 @@ class ExporterServer:
                 return
             self._set_phase(conn, _Conn.BUSY)
             response = await self._respond(request, web)
-            if keep and http10 and response.stream is None:
-                response.headers["Connection"] = "keep-alive"  # 1.0 keeps it only if told so
-            if response.stream is not None:
+            head_only = request.method == "HEAD"
+            if response.stream is None:
+                if keep and http10:  # an HTTP/1.0 client keeps the connection only if told so
+                    response.headers["Connection"] = "keep-alive"
+                writer.write(self._head(response.status, response, not keep, head_only,
+                                        web.config.headers))
+                if writer.transport.get_write_buffer_size() > 0:  # the kernel took not all
+                    try:
+                        async with asyncio.timeout(settings.request_timeout_s):
+                            await writer.drain()
+                    except TimeoutError:  # a client that does not read its answer: a
+                        _reset(writer)  # graceful close would wait for it to read, forever
+                        return
+            else:
                 # A body made piece by piece (a week of history): chunked on HTTP/1.1; on
                 # HTTP/1.0 the end of the body is the end of the connection.
                 chunked = not http10
-                writer.write(self._head(response.status, response, not (keep and chunked),
-                                        request.method == "HEAD", web.config.headers,
+                keep = keep and chunked
+                writer.write(self._head(response.status, response, not keep, head_only,
+                                        web.config.headers,
                                         b"Transfer-Encoding: chunked" if chunked else b""))
-                if request.method == "HEAD":
+                if head_only:
                     _close_stream(response)
                 elif not await self._send_stream(writer, response, chunked,
                                                  settings.request_timeout_s):
-                    return
-                if not (keep and chunked):
-                    await self._linger(writer, reader)
-                    return
-                continue
-            data = self._head(response.status, response, not keep,
-                              request.method == "HEAD", web.config.headers)
-            writer.write(data)
-            if writer.transport.get_write_buffer_size() > 0:  # the kernel did not take it all
-                try:
-                    async with asyncio.timeout(settings.request_timeout_s):
-                        await writer.drain()
-                except TimeoutError:  # a client that does not read its answer: a graceful
-                    _reset(writer)  # close would wait for it to read, forever
                     return
             if not keep:
                 await self._linger(writer, reader)
