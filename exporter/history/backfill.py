@@ -25,7 +25,7 @@ import re
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
-from exporter.exposition.fast import escape_value
+from exporter.exposition.fast import escape_value, label_text
 from exporter.recording import Recorder
 from exporter.series import COUNTER, STATESET, SeriesSpec
 
@@ -66,12 +66,6 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def _labels(pairs: list[tuple[str, str]]) -> str:
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{escape_value(v)}"' for k, v in pairs) + "}"
-
-
 def _lines(prefix: str, times: array, values: Iterable[str]) -> Iterator[str]:
     """``prefix value timestamp`` per sample, in pieces of PIECE_SAMPLES lines; timestamps
     are ms, written as seconds."""
@@ -100,10 +94,10 @@ def _family(specs: list[SeriesSpec], columns: dict[str, tuple[array, array]],
             masks = [int(v) if math.isfinite(v) else 0 for v in values]
             for bit, state in enumerate(spec.states):
                 flags = ["1" if m >> bit & 1 else "0" for m in masks]
-                prefix = spec.metric + _labels([*pairs, (spec.metric, state)]) + " "
+                prefix = spec.metric + label_text(dict([*pairs, (spec.metric, state)])) + " "
                 yield from _lines(prefix, times, flags)
         else:
-            yield from _lines(spec.sample_name + _labels(pairs) + " ", times,
+            yield from _lines(spec.sample_name + label_text(dict(pairs)) + " ", times,
                               map(_number, values))
 
 
