@@ -3,7 +3,9 @@ and web-config files that use them."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import http.client
 import ipaddress
 import ssl
 from dataclasses import dataclass
@@ -104,3 +106,23 @@ def served_serial(host: str, port: int, ca: CA) -> int:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """The Authorization header of HTTP basic auth."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def https_get(port: int, path: str, ctx: ssl.SSLContext,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names; a repeated one raises) and body."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=15)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        names = [k.lower() for k, _ in r.getheaders()]
+        assert len(names) == len(set(names)), f"a header sent twice: {names}"
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()

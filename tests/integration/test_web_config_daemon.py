@@ -5,12 +5,9 @@ SIGHUP reload semantics (a bad file keeps the running web config)."""
 
 from __future__ import annotations
 
-import base64
-import http.client
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +17,17 @@ import pytest
 from tests.conftest import REPO, RunningDaemon
 from tests.helpers import poll, wait_for
 from tests.integration.test_web_dashboard import CSP, STATIC, parse, urls_of
-from tests.tlsfiles import CA, bcrypt_hash, client_context, write_web_config
+from tests.tlsfiles import (
+    CA,
+    basic,
+    bcrypt_hash,
+    client_context,
+    https_get,
+    write_web_config,
+)
 
 ROUTES = ["/metrics", "/metrics/summary", "/metrics/alerts", "/metrics/prometheus",
           "/metrics/csv", "/healthz", "/openapi.yaml", "/", "/static/app.js", "/nope"]
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -64,20 +63,6 @@ def test_basic_auth_covers_every_route_and_headers_every_answer(daemon_factory,
         assert r.headers["x-frame-options"] == "deny"
         assert r.headers["x-content-type-options"] == "nosniff"
     assert "web config" in d.log() and "basic auth for 1 user" in d.log()
-
-
-def https_get(port: int, path: str, ctx: ssl.SSLContext,
-              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers (lower-case names; a repeated one raises) and body."""
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=15)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        names = [k.lower() for k, _ in r.getheaders()]
-        assert len(names) == len(set(names)), f"a header sent twice: {names}"
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 def test_dashboard_over_tls_with_basic_auth(daemon_factory, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ The CA and certificates are made by the test (tests/tlsfiles.py); every server l
 
 from __future__ import annotations
 
-import base64
 import http.client
 import os
 import re
@@ -25,24 +24,17 @@ from exporter.http.webconfig import load_web_config
 from tests.conftest import RunningDaemon, require_tool
 from tests.helpers import LocalServer, free_port, poll, wait_for
 from tests.prometheus_server import PrometheusServer
-from tests.tlsfiles import CA, bcrypt_hash, client_context, served_serial, write_web_config
+from tests.tlsfiles import (
+    CA,
+    basic,
+    bcrypt_hash,
+    client_context,
+    https_get,
+    served_serial,
+    write_web_config,
+)
 
 pytestmark = pytest.mark.real
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def https_get(port: int, path: str, ctx: ssl.SSLContext,
-              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=15)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 def refused(port: int, ctx: ssl.SSLContext) -> bool:
