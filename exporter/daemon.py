@@ -27,6 +27,7 @@ from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from exporter.logs import setup_logging
 from exporter.notifiers import build_notifiers
+from exporter.remote_write.writer import RemoteWriter, queue_directory
 from exporter.sdnotify import SystemdNotifier
 from exporter.snapshot import StatusFamily
 from exporter.sources import registry
@@ -156,6 +157,8 @@ class Daemon:
         self.endpoint.add_status_provider(self._reload_status)
         self.history: Snapshotter | None = None
         self._set_history(c, restore=True)
+        self.remote: RemoteWriter | None = None
+        self._set_remote_write(c)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -179,6 +182,8 @@ class Daemon:
         self.endpoint.start_collection(self.config.interval_ms)
         if self.history is not None:
             self.history.start()
+        if self.remote is not None:
+            self.remote.start()
         watchdog = self.notifier.watchdog_seconds()
         if watchdog is not None:
             # Several pings per period, all from the collector loop: a hung loop goes silent.
@@ -213,6 +218,8 @@ class Daemon:
         self.endpoint.close()  # stops collection: the last snapshot holds everything
         if self.history is not None:
             self.history.stop()
+        if self.remote is not None:
+            self.remote.stop()
         log.info("stopped")
         return code
 
@@ -268,6 +275,8 @@ class Daemon:
         ep.reconfigure_storage(new.store_settings())
         if new.history != old.history:
             self._set_history(new, restore=False)
+        if new.remote_write != old.remote_write:
+            self._set_remote_write(new, start=True)
         ep.set_alert_rules(new.alerts)
         if new.interval_ms != old.interval_ms:
             ep.set_collection_interval(new.interval_ms)
@@ -309,6 +318,21 @@ class Daemon:
         else:
             self.history.start()
         self.endpoint.add_status_provider(self.history.status)
+
+    # --- remote write -------------------------------------------------------------------------
+
+    def _set_remote_write(self, config: Config, start: bool = False) -> None:
+        """Senders for the configured receivers; the send log stays where it was first put
+        (beside the history file) for the process' life."""
+        if self.remote is not None:
+            self.remote.reconfigure(config.remote_write)
+            return
+        if not config.remote_write:
+            return
+        directory = queue_directory(config.history.state_path(os.environ))
+        self.remote = RemoteWriter(self.endpoint, config.remote_write, directory)
+        if start:
+            self.remote.start()
 
     def _record_reload(self, ok: bool) -> None:
         """A reload of the config file; a successful one has also read the web config."""

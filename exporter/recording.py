@@ -63,6 +63,7 @@ class Recorder:
         self.collections = 0
         self.last_collection_seconds: float | None = None
         self.last_collection_at: float | None = None  # monotonic
+        self.last_collection_ms: float | None = None  # the tick's own timestamp
         self._quiet_said = False
 
     def now_ms(self) -> float:
@@ -126,6 +127,7 @@ class Recorder:
             pushed, events = self._take_pushed(now)
             events += self._append_and_evaluate({**readings.values, **pushed}, now)
             self.collections += 1
+            self.last_collection_ms = now
             self.last_collection_seconds = seconds
             self.last_collection_at = time.monotonic()
         return events

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import ProcessCollector
+from prometheus_client.core import Metric
 
 from exporter.alerts.events import ActiveAlert
 from exporter.documents import (
@@ -24,6 +25,7 @@ from exporter.documents import (
     render_csv,
     summary_document,
 )
+from exporter.exposition.families import all_families
 from exporter.exposition.fast import FastRenderer
 from exporter.json_render import MetricsJsonRenderer
 from exporter.recording import Recorder
@@ -126,7 +128,14 @@ class Renderer:
                 evicted_endpoints=store.latency.evicted,
                 evicted_extensions=store.extensions.evicted,
                 status=status,
+                last_collection_ms=rec.last_collection_ms,
             )
+
+    def families(self, snap: ExpositionSnapshot) -> Iterator[Metric]:
+        """The prometheus_client families a scrape renders from ``snap`` (remote write
+        sends the same samples)."""
+        yield from all_families(snap)
+        yield from self._process.collect()
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         """Text format 0.0.4, or OpenMetrics 1.0, with the exporter's own process_*."""

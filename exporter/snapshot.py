@@ -40,3 +40,4 @@ class ExpositionSnapshot:
     evicted_endpoints: int
     evicted_extensions: int
     status: list[StatusFamily]  # from the registered status providers
+    last_collection_ms: float | None = None  # when the last tick ran (unix ms)

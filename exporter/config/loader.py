@@ -10,7 +10,6 @@ on the old config when the new one is bad.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from yaml.nodes import MappingNode, Node
@@ -33,6 +32,8 @@ from exporter.config.model import (
     SourceConfig,
 )
 from exporter.config.notifiers import notifiers
+from exporter.config.remote_write import remote_write
+from exporter.config.secrets import read_secret
 from exporter.config.yamltree import Fields, Walker, compose, is_null, read_text, show
 from exporter.http.webconfig import load_web_config
 from exporter.sources import registry
@@ -49,6 +50,7 @@ CORE_KEYS = (
     "logging",
     "alerts",
     "notifiers",
+    "remote_write",
 )
 
 
@@ -63,7 +65,6 @@ MAX_LABEL_VALUES = 100_000  # endpoints / extensions: each is a Prometheus serie
 MAX_BODY_BYTES = 1 << 30
 MAX_TIMEOUT = 3600.0
 MAX_FILE_BYTES = 16 << 20  # a config is a few KiB; a larger one is the wrong file
-MAX_TOKEN_BYTES = 4096
 MAX_RETENTION = 366 * 86400.0  # quiet/evict durations: a year is already "never"
 _DEFAULT = Config()
 
@@ -104,6 +105,7 @@ def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:
         logging=_logging(top.section("logging", ("level", "format"))),
         alerts=alert_rules(w, top),
         notifiers=notifiers(w, top.section("notifiers", ("webhooks", "alertmanager"))),
+        remote_write=remote_write(w, top, lambda p: str(_resolve(p, base_dir))),
     )
 
 
@@ -266,7 +268,7 @@ def _http(w: Walker, f: Fields, base_dir: Path | None) -> HttpConfig:
     if token_file is not None:
         token_file = str(_resolve(token_file, base_dir))
         try:
-            token = _read_token(Path(token_file))
+            token = read_secret(Path(token_file))
         except ValueError as e:
             w.report(f.value_node("ingest_token_file"), f.key_path("ingest_token_file"), str(e))
     web_file = f.get("web_config_file", checks.optional(checks.string()), None)
@@ -292,29 +294,6 @@ def _http(w: Walker, f: Fields, base_dir: Path | None) -> HttpConfig:
         web_config_file=web_file,
         web_config=web,
     )
-
-
-def _read_token(path: Path) -> str:
-    """The bearer token: the file's content without surrounding whitespace."""
-    shown = one_line(str(path))
-    try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ValueError(f"{shown} is not a regular file")
-            data = f.read(MAX_TOKEN_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"cannot read {shown}: {e.strerror or e}") from None
-    if len(data) > MAX_TOKEN_BYTES:
-        raise ValueError(f"{shown} is larger than {MAX_TOKEN_BYTES} bytes; not a token file?")
-    try:
-        token = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ValueError(f"{shown} is not UTF-8 text") from None
-    if not token:
-        raise ValueError(f"{shown} is empty; it must hold the token")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise ValueError(f"the token in {shown} must be one word, without spaces or line breaks")
-    return token
 
 
 def _logging(f: Fields) -> LoggingConfig:

@@ -234,6 +234,37 @@ class NotifiersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsClientConfig:
+    """A receiver's TLS, as Prometheus' ``tls_config`` (file paths already resolved)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+REMOTE_WRITE_JOB = "crankshaft"  # the job label a scrape of the shipped prometheus.yml sets
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteWriteConfig:
+    """One receiver of Prometheus remote write, as an entry of Prometheus' ``remote_write``."""
+
+    url: str
+    name: str = ""  # a short name for metrics and the cursor file; derived from the URL
+    labels: tuple[tuple[str, str], ...] = ()  # added to every series (e.g. vehicle)
+    instance: str | None = None  # the instance label; None: this machine's host name
+    max_sample_age: float = 3600.0  # older unsent samples are dropped, never retried
+    remote_timeout: float = 30.0
+    max_samples_per_send: int = 500
+    min_backoff: float = 1.0
+    max_backoff: float = 60.0
+    tls_config: TlsClientConfig | None = None
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    authorization: tuple[str, str] | None = field(default=None, repr=False)  # (type, credentials)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: ListenAddress = field(default_factory=ListenAddress)
     interval: float = DEFAULT_INTERVAL_MS / 1000  # seconds
@@ -246,6 +277,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     alerts: tuple[AlertRule, ...] = SHIPPED_RULES
     notifiers: NotifiersConfig = field(default_factory=NotifiersConfig)
+    remote_write: tuple[RemoteWriteConfig, ...] = ()
 
     @classmethod
     def default(cls) -> Config:

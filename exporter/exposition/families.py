@@ -185,6 +185,12 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
             value=1 if snap.target_up else 0,
         )
     yield _counter("crankshaft_collections", "Collection cycles run", snap.collections)
+    if snap.last_collection_ms is not None:
+        yield GaugeMetricFamily(
+            "crankshaft_last_collection_timestamp_seconds",
+            "When the last collection ran (unix time): a car's last-seen time",
+            value=snap.last_collection_ms / 1000.0,
+        )
     duration = GaugeMetricFamily(
         "crankshaft_collection_duration_seconds",
         "Duration of the last collection cycle",

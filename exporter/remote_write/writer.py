@@ -1,0 +1,164 @@
+"""Remote write wired to a monitor: capture each collection, run one sender per receiver.
+
+Each collection is captured from the same prometheus_client families a scrape renders
+(:meth:`Renderer.families`), stamped with the collection's own time, so a receiver holds
+exactly what a scraper would have seen, sample for sample, without a scraper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import Metric
+
+from exporter.config.model import RemoteWriteConfig
+from exporter.remote_write.protocol import Labels
+from exporter.remote_write.sender import REASONS, Sender
+from exporter.remote_write.sendlog import SendLog
+from exporter.snapshot import StatusFamily
+
+if TYPE_CHECKING:
+    from exporter.endpoint import MetricsEndpoint
+
+log = logging.getLogger(__name__)
+
+_CREATED_KINDS = ("counter", "histogram", "summary", "gaugehistogram")
+
+
+def samples_of(families: Iterable[Metric]) -> Iterator[tuple[Labels, float]]:
+    """Every sample of the families as (sorted labels with __name__, value); ``_created``
+    samples are left out, as Prometheus leaves them out of what it stores."""
+    for family in families:
+        created = family.name + "_created" if family.type in _CREATED_KINDS else None
+        for s in family.samples:
+            if s.name == created:
+                continue
+            labels = [("__name__", s.name), *s.labels.items()]
+            labels.sort()
+            yield tuple(labels), float(s.value)
+
+
+class RemoteWriter:
+    def __init__(
+        self,
+        endpoint: MetricsEndpoint,
+        configs: Iterable[RemoteWriteConfig],
+        directory: str | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+        if directory is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="crankshaft-remote-write-")
+            directory = self._temp.name
+            log.warning("remote write: no state directory, so samples not yet delivered are "
+                        "lost when the exporter stops (set history.state_file, or run under "
+                        "systemd with StateDirectory=)")
+        self.log = SendLog(directory)
+        self._started = False
+        self.unrecorded = 0  # samples a failed write (a full disk) kept out of the log
+        self._append_failing = False
+        self.directory = directory
+        self.senders: list[Sender] = []
+        self.configs: tuple[RemoteWriteConfig, ...] = ()
+        self.reconfigure(configs)
+
+    def start(self) -> None:
+        self.endpoint.on_metrics_collected(self.capture)
+        self.endpoint.add_status_provider(self.status)
+        self._started = True
+        for sender in self.senders:
+            sender.start()
+
+    def reconfigure(self, configs: Iterable[RemoteWriteConfig]) -> None:
+        """Replace the senders when the entries changed (positions are kept by name)."""
+        configs = tuple(configs)
+        if configs == self.configs:
+            return
+        for sender in self.senders:
+            sender.stop()
+        self.log.forget_others(c.name for c in configs)
+        self.senders = [Sender(c, self.log) for c in configs]
+        self.configs = configs
+        for c in configs:
+            log.info("remote write to %s (%s), samples kept up to %gs", c.url, c.name,
+                     c.max_sample_age)
+        if self._started:
+            for sender in self.senders:
+                sender.start()
+
+    def capture(self) -> None:
+        """Append the collection that just ran (called from the collector thread)."""
+        snap = self.endpoint.exposition_snapshot()
+        if snap.last_collection_ms is None:
+            return
+        families = self.endpoint.renderer.families(snap)
+        try:
+            self.log.append(int(snap.last_collection_ms), samples_of(families))
+        except OSError as e:
+            samples = sum(len(f.samples) for f in self.endpoint.renderer.families(snap))
+            self.unrecorded += samples
+            if not self._append_failing:
+                log.warning("remote write: cannot record a collection in %s (%s): its "
+                            "samples are dropped until this is fixed", self.directory,
+                            e.strerror or e)
+            self._append_failing = True
+            return
+        if self._append_failing:
+            log.info("remote write: recording collections again")
+            self._append_failing = False
+
+    def stop(self) -> None:
+        self.endpoint.metrics_collected.disconnect(self.capture)
+        if self.status in self.endpoint.renderer.status_providers:
+            self.endpoint.remove_status_provider(self.status)
+        for sender in self.senders:
+            sender.stop()
+        self.log.close()
+        if self._temp is not None:
+            self._temp.cleanup()
+
+    def status(self) -> list[StatusFamily]:
+        """The senders' self-metrics, labelled as prometheus_remote_storage_* are."""
+        sent, failed, dropped, pending, age, success = [], [], [], [], [], []
+        now = self.endpoint.recorder.now_ms()
+        lost = self.log.dropped()
+        for s in self.senders:
+            who = {"remote_name": s.config.name, "url": s.config.url}
+            sent.append((who, float(s.counts.sent)))
+            failed.append((who, float(s.counts.failed)))
+            for reason in REASONS:
+                n = s.counts.dropped[reason] + lost.get(s.config.name, {}).get(reason, 0)
+                if reason == "queue_full":
+                    n += self.unrecorded
+                dropped.append(({**who, "reason": reason}, float(n)))
+            count, oldest = self.log.pending(s.cursor.seq)
+            pending.append((who, float(count)))
+            age.append((who, 0.0 if oldest is None else max(0.0, (now - oldest) / 1000.0)))
+            if s.counts.last_success is not None:
+                success.append((who, s.counts.last_success))
+        p = "crankshaft_remote_write_"
+        return [
+            StatusFamily(p + "samples_sent", "counter",
+                         "Samples the receiver acknowledged", sent),
+            StatusFamily(p + "samples_failed", "counter",
+                         "Samples in requests that failed and are retried", failed),
+            StatusFamily(p + "samples_dropped", "counter",
+                         "Samples given up, by reason (too_old, refused, queue_full)", dropped),
+            StatusFamily(p + "samples_pending", "gauge",
+                         "Samples recorded and not yet acknowledged", pending),
+            StatusFamily(p + "oldest_pending_age_seconds", "gauge",
+                         "Age of the oldest sample not yet acknowledged (0 when none)", age),
+            StatusFamily(p + "last_success_timestamp_seconds", "gauge",
+                         "When the receiver last acknowledged a request", success),
+        ]
+
+
+def queue_directory(state_path: str | None) -> str | None:
+    """The send log beside the history file (so StateDirectory= holds both)."""
+    if state_path is None:
+        return None
+    return os.path.join(os.path.dirname(state_path) or ".", "remote-write")
