@@ -73,7 +73,8 @@ class Receiver(LocalServer):
         assert doc["status"] == "success", doc
         return doc["data"]["result"]
 
-    def samples(self, selector: str, window: str = "1h") -> dict[SeriesKey, list[tuple[int, float]]]:
+    def samples(self, selector: str,
+                window: str = "1h") -> dict[SeriesKey, list[tuple[int, float]]]:
         """Every raw sample the receiver stored for ``selector``, per series, as
         (timestamp ms, value)."""
         out = {}

@@ -140,7 +140,7 @@ def test_every_collection_arrives_once_across_outages_and_restarts(tmp_path: Pat
     assert {ts for ts, _ in memory_samples} == collected
     # Everything the exporter recorded arrived; what arrived and the exporter's history no
     # longer holds is what kill -9 took from the history before its next snapshot.
-    assert recorded <= collected, (sorted(recorded - collected)[:10], proxy.statuses, sorted(collected)[:30], dropped)
+    assert recorded <= collected, (sorted(recorded - collected)[:10], proxy.statuses)
     lost_by_kill = collected - recorded
     assert all(killed_at * 1000 - 3000 <= ts <= killed_at * 1000 for ts in lost_by_kill), \
         sorted(lost_by_kill)
