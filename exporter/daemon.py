@@ -27,7 +27,7 @@ from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from exporter.logs import setup_logging
 from exporter.notifiers import build_notifiers
-from exporter.remote_write.writer import RemoteWriter, queue_directory
+from exporter.remote_write.writer import RemoteWriter
 from exporter.sdnotify import SystemdNotifier
 from exporter.snapshot import StatusFamily
 from exporter.sources import registry
@@ -112,6 +112,12 @@ def http_settings(config: Config, open_files: int) -> HttpSettings:
     )
 
 
+def state_directory(config: Config) -> str | None:
+    """Where the history file lives; the send log and notification outboxes go beside it."""
+    path = config.history.state_path(os.environ)
+    return None if path is None else (os.path.dirname(path) or ".")
+
+
 def describe_target(config: Config) -> str:
     finder = config.target.finder()
     return "none (values are pushed)" if finder is None else finder.describe()
@@ -152,7 +158,8 @@ class Daemon:
         except OSError as e:
             self.endpoint.close()
             raise StartupError(f"cannot listen on {c.listen}: {e.strerror or e}") from None
-        self.notifiers = build_notifiers(c.notifiers, self.endpoint)
+        self.notifiers = build_notifiers(c.notifiers, self.endpoint,
+                                         state_dir=state_directory(c))
         self._record_reload(True)
         self.endpoint.add_status_provider(self._reload_status)
         self.history: Snapshotter | None = None
@@ -329,7 +336,8 @@ class Daemon:
             return
         if not config.remote_write:
             return
-        directory = queue_directory(config.history.state_path(os.environ))
+        state = state_directory(config)
+        directory = None if state is None else os.path.join(state, "remote-write")
         self.remote = RemoteWriter(self.endpoint, config.remote_write, directory)
         if start:
             self.remote.start()

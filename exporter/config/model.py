@@ -210,12 +210,16 @@ class LoggingConfig:
     format: str = "auto"  # one of LOG_FORMATS
 
 
+# A day: a car out of coverage for hours (and restarted meanwhile) still reports what happened.
+DEFAULT_RETRY_WINDOW_S = 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
     url: str
     timeout: float = 5.0  # seconds, per attempt
     max_retries: int = 5
-    retry_window: float = 600.0  # seconds after which an undelivered event is dropped
+    retry_window: float = DEFAULT_RETRY_WINDOW_S  # an undelivered event is dropped after it
     headers: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, in file order
 
 
@@ -224,7 +228,7 @@ class AlertmanagerConfig:
     url: str = "http://127.0.0.1:9093"
     timeout: float = 5.0
     resend_interval: float = 60.0  # firing alerts are re-sent this often, as Prometheus does
-    retry_window: float = 600.0
+    retry_window: float = DEFAULT_RETRY_WINDOW_S  # undelivered resolutions are kept this long
 
 
 @dataclass(frozen=True, slots=True)

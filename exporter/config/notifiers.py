@@ -11,7 +11,12 @@ import re
 from yaml.nodes import MappingNode
 
 from exporter.config import checks
-from exporter.config.model import AlertmanagerConfig, NotifiersConfig, WebhookConfig
+from exporter.config.model import (
+    DEFAULT_RETRY_WINDOW_S,
+    AlertmanagerConfig,
+    NotifiersConfig,
+    WebhookConfig,
+)
 from exporter.config.yamltree import Fields, Walker, is_null
 
 MAX_TIMEOUT = 3600.0
@@ -39,7 +44,7 @@ def notifiers(w: Walker, f: Fields) -> NotifiersConfig:
             url=hook.get("url", checks.url, ""),
             timeout=hook.get("timeout", _TIMEOUT, 5.0),
             max_retries=hook.get("max_retries", checks.integer(0, MAX_RETRIES), 5),
-            retry_window=hook.get("retry_window", _RETRY_WINDOW, 600.0),
+            retry_window=hook.get("retry_window", _RETRY_WINDOW, DEFAULT_RETRY_WINDOW_S),
             headers=_headers(w, hook.section("headers", None)),
         )
         if len(w.problems) == before:

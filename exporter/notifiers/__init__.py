@@ -21,12 +21,18 @@ change, with its queue (pending events carry over, in order) and its counters; i
 the ones removed or changed (their undelivered events are logged as lost and dropped) and
 starts the new ones.  An Alertmanager whose settings changed is re-synced from the current
 firing state by its replacement.
+
+Outages and restarts: with a state directory, each notifier keeps what it has not delivered
+(webhook events; Alertmanager resolutions) in an outbox file there, and delivers it after a
+restart, each with the time it happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import threading
 import time
 from typing import Any, Protocol
@@ -44,6 +50,7 @@ from exporter.notifiers.delivery import (
     Transport,
     redact_url,
 )
+from exporter.notifiers.outbox import Outbox
 from exporter.notifiers.webhook import WebhookNotifier
 from exporter.snapshot import StatusFamily
 
@@ -84,8 +91,10 @@ class Notifiers:
         *,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        state_dir: str | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._state_dir = state_dir
         self._transport = transport
         self._clock = clock
         self._reconfigure_lock = threading.Lock()
@@ -116,14 +125,17 @@ class Notifiers:
             unused = list(self.webhooks)
             webhooks: list[WebhookNotifier] = []
             started: list[WebhookNotifier] = []
+            seen: list[str] = []
             for wc in config.webhooks:
+                seen.append(wc.url)
                 same = next((h for h in unused if h.config == wc), None)
                 if same is not None:
                     unused.remove(same)
                     webhooks.append(same)
                 else:
                     hook = WebhookNotifier(
-                        wc, name="", transport=self._transport, clock=self._clock
+                        wc, name="", transport=self._transport, clock=self._clock,
+                        outbox=self._outbox(f"webhook {wc.url} #{seen.count(wc.url)}"),
                     )
                     webhooks.append(hook)
                     started.append(hook)
@@ -144,12 +156,24 @@ class Notifiers:
                         self._endpoint.firing_alerts,
                         transport=self._transport,
                         clock=self._clock,
+                        outbox=self._outbox(f"alertmanager {config.alertmanager.url}"),
                     )
             new_am = am is not None and am is not self.alertmanager
             self.webhooks, self.alertmanager, self.config = tuple(webhooks), am, config
             if new_am and am is not None:
                 am.start()
             _close_all(retired, close_timeout)
+            for gone in retired:  # no longer configured: what it kept goes with it
+                outbox = getattr(gone, "outbox", None)
+                if outbox is not None:
+                    outbox.discard()
+
+    def _outbox(self, identity: str) -> Outbox | None:
+        """The notifier's outbox file in the state directory (none without one)."""
+        if self._state_dir is None:
+            return None
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return Outbox(os.path.join(self._state_dir, "notifications", f"{digest}.json"))
 
     def status(self) -> list[StatusFamily]:
         """The delivery counters, as a status provider of the endpoint."""
@@ -230,8 +254,10 @@ def build_notifiers(
     *,
     transport: Transport | None = None,
     clock: Clock | None = None,
+    state_dir: str | None = None,
 ) -> Notifiers:
-    """The notifiers of ``config``, started and subscribed to ``endpoint``'s alert events."""
-    notifiers = Notifiers(endpoint, transport=transport, clock=clock)
+    """The notifiers of ``config``, started and subscribed to ``endpoint``'s alert events;
+    with ``state_dir``, what they have not delivered is kept there across restarts."""
+    notifiers = Notifiers(endpoint, transport=transport, clock=clock, state_dir=state_dir)
     notifiers.reconfigure(config)
     return notifiers

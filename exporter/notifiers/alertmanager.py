@@ -41,6 +41,7 @@ from exporter.alerts.events import ActiveAlert, AlertEvent
 from exporter.alerts.rules import LEVELS
 from exporter.config.model import AlertmanagerConfig
 from exporter.notifiers.delivery import EXPIRED, Clock, DeliveryWorker, SystemClock, Transport
+from exporter.notifiers.outbox import Outbox
 from exporter.promrules import alert_name, unit_text
 
 JOB = "crankshaft-exporter"
@@ -90,8 +91,10 @@ class AlertmanagerNotifier:
         transport: Transport | None = None,
         clock: Clock | None = None,
         wall_clock: Callable[[], float] = time.time,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
+        self.outbox = outbox  # resolutions not yet delivered, kept across restarts
         self.instance = instance or socket.gethostname()
         self._firing_alerts = firing_alerts
         self._clock = clock or SystemClock()
@@ -112,6 +115,12 @@ class AlertmanagerNotifier:
         # Levels that stopped: key -> (alert document with endsAt, monotonic time resolved).
         self._resolved: dict[AlertKey, tuple[dict[str, Any], float]] = {}
         self._included: dict[AlertKey, float] = {}  # resolutions in the last rendered body
+        self._kept: dict[AlertKey, int] = {}  # resolution -> its id in the outbox
+        if outbox is not None:  # resolutions from before a restart, sent with the next sync
+            for ident, doc in outbox.items():
+                key = ("restored", str(ident), ())
+                self._resolved[key] = (doc, self._clock.monotonic())
+                self._kept[key] = ident
         self._sync = _Sync(self)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -151,11 +160,15 @@ class AlertmanagerNotifier:
                 key = alert_key(alert)
                 seen = self._firing.get(key)
                 current[key] = (alert, alert.since_ms if seen is None else seen[1])
-                self._resolved.pop(key, None)  # firing again: no resolution to send
+                if self._resolved.pop(key, None) is not None:  # firing again: no resolution
+                    self._forget([key])
             for key, (alert, starts_ms) in self._firing.items():
                 if key not in current:
                     doc = self.document(alert, starts_ms, max(now_s, starts_ms / 1000.0))
                     self._resolved[key] = (doc, now_mono)
+                    if self.outbox is not None:
+                        self._forget([key])
+                        self._kept[key] = self.outbox.add(doc)
             self._firing = current
             return list(current.values())
 
@@ -169,6 +182,7 @@ class AlertmanagerNotifier:
             expired = [k for k, (_, at) in self._resolved.items() if now_mono - at >= window]
             for key in expired:
                 del self._resolved[key]
+            self._forget(expired)
             self._included = {key: at for key, (_, at) in self._resolved.items()}
             docs = [self.document(alert, starts_ms, ends) for alert, starts_ms in firing]
             docs.extend(doc for doc, _ in self._resolved.values())
@@ -181,11 +195,20 @@ class AlertmanagerNotifier:
     def delivered(self) -> None:
         """The last rendered body reached Alertmanager: its resolutions are done."""
         with self._lock:
+            done = []
             for key, at in self._included.items():
                 entry = self._resolved.get(key)
                 if entry is not None and entry[1] == at:
                     del self._resolved[key]
+                    done.append(key)
+            self._forget(done)
             self._included = {}
+
+    def _forget(self, keys: list[AlertKey]) -> None:
+        """These resolutions are settled: out of the outbox (called with the lock held)."""
+        idents = [self._kept.pop(k) for k in keys if k in self._kept]
+        if idents and self.outbox is not None:
+            self.outbox.done(idents)
 
     def pending_resolutions(self) -> int:
         with self._lock:

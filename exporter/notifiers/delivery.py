@@ -11,9 +11,11 @@ Outcome of one attempt:
 
 * a 2xx response: delivered (``sent``);
 * 408, 429, any 5xx, a timeout, a refused or reset connection, an unparsable response:
-  retried after 1 s, 2 s, 4 s ... (doubling, capped at 60 s) while ``max_retries`` retries
-  remain and the item is younger than ``retry_window``; otherwise dropped (``dropped`` with
-  reason ``retries_exhausted`` or ``expired``);
+  retried after 1 s, 2 s, 4 s ... (doubling, capped at 60 s) while the item is younger than
+  ``retry_window`` and, for failures that got an answer (a status), ``max_retries`` retries
+  remain; otherwise dropped (``dropped`` with reason ``retries_exhausted`` or ``expired``).
+  A receiver that cannot be reached at all is an outage (a car out of coverage), not an
+  answer: its items wait for it, within ``retry_window``;
 * any other status (3xx, 4xx): permanently rejected, dropped at once (reason ``rejected``);
   redirects are not followed, a POST must not silently turn into a GET.
 
@@ -173,6 +175,7 @@ class Pending:
     submitted: float  # clock.monotonic() at submit
     key: str | None = None
     attempts: int = 0
+    answered: int = 0  # failed attempts that got an answer (a status), for max_retries
     next_attempt: float = 0.0
 
 
@@ -257,11 +260,14 @@ class DeliveryWorker:
                 return False
             if key is not None and self._waiting_with_key(key):
                 return True
+            gone = None
             if len(self._queue) >= self.max_queue:
-                self._queue.popleft()
+                gone = self._queue.popleft()
                 self._dropped[QUEUE_FULL] += 1  # logged by the thread: no I/O here
             self._queue.append(Pending(payload, self._clock.monotonic(), key))
         self._wake.set()
+        if gone is not None:
+            _given_up(gone.payload)
         return True
 
     def _waiting_with_key(self, key: str) -> bool:
@@ -411,7 +417,11 @@ class DeliveryWorker:
             )
             self._finish(item, REJECTED)
             return
-        retries_left = self.max_retries is None or item.attempts <= self.max_retries
+        if status is not None:
+            item.answered += 1
+        # max_retries counts answers: a receiver that cannot be reached at all (a car out of
+        # coverage) is an outage, and its events wait for it within retry_window.
+        retries_left = self.max_retries is None or item.answered <= self.max_retries
         if not retries_left:
             self._log_once(
                 RETRIES_EXHAUSTED,
@@ -431,6 +441,8 @@ class DeliveryWorker:
                 self._current = None
             if drop_reason is not None:
                 self._dropped[drop_reason] += 1
+        if drop_reason is not None:
+            _given_up(item.payload)
         if drop_reason == EXPIRED:
             self._log_once(
                 EXPIRED,
@@ -454,6 +466,16 @@ class DeliveryWorker:
         level = logging.DEBUG if kind in self._warned else logging.WARNING
         self._warned.add(kind)
         log.log(level, msg, self.name, self._where, detail)
+
+
+def _given_up(payload: bytes | Payload) -> None:
+    """Tell a payload that keeps itself somewhere (an outbox) that it is dropped."""
+    dropped = getattr(payload, "dropped", None)
+    if dropped is not None:
+        try:
+            dropped()
+        except Exception:
+            log.exception("dropped() callback failed")
 
 
 def _describe(e: BaseException) -> str:

@@ -5,7 +5,8 @@ escalated / de-escalated / resolved, ``metric``, ``level``, ``previous_level``, 
 the thresholds, ``description``, ``timestamp`` in ms since the epoch, and ``endpoint`` or
 ``extension`` for per-endpoint/per-extension alerts), plus ``"source": "crankshaft-exporter"``
 and ``"instance"``, the host name.  Headers: ``Content-Type: application/json``, a
-``User-Agent``, and the configured ones (which win).  Delivery: see
+``User-Agent``, and the configured ones (which win).  With a state directory, events not
+yet delivered are kept in an outbox file and delivered after a restart.  Delivery: see
 :mod:`exporter.notifiers.delivery` (at least once; exactly once unless a receiver takes
 longer than ``timeout`` to answer a request it did accept).
 """
@@ -19,23 +20,31 @@ from typing import Any
 from exporter.alerts.events import AlertEvent
 from exporter.config.model import WebhookConfig
 from exporter.notifiers.delivery import DEFAULT_MAX_QUEUE, Clock, DeliveryWorker, Transport
+from exporter.notifiers.outbox import Outbox
 
 SOURCE = "crankshaft-exporter"
 
 
 class _EventBody:
-    """Serialised on the delivery thread, not on the collector thread that reports it."""
+    """Serialised on the delivery thread, not on the collector thread that reports it; once
+    delivered or given up, it leaves the outbox (if there is one)."""
 
-    __slots__ = ("doc",)
+    __slots__ = ("doc", "ident", "outbox")
 
-    def __init__(self, doc: dict[str, Any]) -> None:
+    def __init__(self, doc: dict[str, Any], outbox: Outbox | None = None,
+                 ident: int | None = None) -> None:
         self.doc = doc
+        self.outbox = outbox
+        self.ident = ident
 
     def render(self) -> bytes:
         return json.dumps(self.doc, separators=(",", ":"), allow_nan=False).encode()
 
     def delivered(self) -> None:
-        pass
+        if self.outbox is not None and self.ident is not None:
+            self.outbox.done([self.ident])
+
+    dropped = delivered
 
 
 class WebhookNotifier:
@@ -50,9 +59,11 @@ class WebhookNotifier:
         max_queue: int = DEFAULT_MAX_QUEUE,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.instance = instance or socket.gethostname()
+        self.outbox = outbox
         self.worker = DeliveryWorker(
             name or f"webhook {config.url}",
             config.url,
@@ -70,6 +81,10 @@ class WebhookNotifier:
         return self.worker.name
 
     def start(self) -> WebhookNotifier:
+        """Start delivering, first what the outbox kept from before a restart."""
+        if self.outbox is not None:
+            for ident, doc in self.outbox.items():
+                self.worker.submit(_EventBody(doc, self.outbox, ident))
         self.worker.start()
         return self
 
@@ -78,7 +93,9 @@ class WebhookNotifier:
 
     def on_event(self, event: AlertEvent) -> None:
         """The endpoint's alert_event callback: queue the transition (no I/O)."""
-        self.worker.submit(_EventBody(self.body(event)))
+        doc = self.body(event)
+        ident = None if self.outbox is None else self.outbox.add(doc)
+        self.worker.submit(_EventBody(doc, self.outbox, ident))
 
     def begin_close(self) -> None:
         self.worker.begin_close()

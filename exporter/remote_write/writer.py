@@ -8,7 +8,6 @@ exactly what a scraper would have seen, sample for sample, without a scraper.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -156,9 +155,3 @@ class RemoteWriter:
                          "When the receiver last acknowledged a request", success),
         ]
 
-
-def queue_directory(state_path: str | None) -> str | None:
-    """The send log beside the history file (so StateDirectory= holds both)."""
-    if state_path is None:
-        return None
-    return os.path.join(os.path.dirname(state_path) or ".", "remote-write")

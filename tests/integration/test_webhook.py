@@ -14,11 +14,13 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RunningDaemon, push_connections, write_connection_alert_config
@@ -207,3 +209,41 @@ def test_reload_keeps_the_pending_events_of_an_unchanged_webhook(
     wait_for(lambda: set(samples(d, QUEUE).values()) == {0}, "both queues to drain", 30)
     assert [summary(e) for e in receiver.events()] == [t[2] for t in TRANSITIONS[:4]]
     assert [summary(e) for e in receiver.events("/other")] == [t[2] for t in TRANSITIONS[2:4]]
+
+
+def test_events_of_an_outage_survive_sigterm_and_kill_9(
+    daemon_factory: Callable[..., RunningDaemon], receiver: Receiver, tmp_path: Path
+) -> None:
+    """A car out of coverage restarts (ignition) with alerts undelivered: they arrive once
+    the receiver is reachable, once each, in order, with the time they happened."""
+    config = write_config(tmp_path / "exporter.yaml", [hook(receiver.url + "/hook")])
+    doc = yaml.safe_load(config.read_text())
+    doc["history"] = {"state_file": str(tmp_path / "state" / "history.bin")}
+    config.write_text(yaml.safe_dump(doc))
+    d = daemon_factory("--config", str(config))
+    for value, expect, _ in TRANSITIONS[:3]:
+        push(d, value, expect)
+    assert d.stop() == 0
+    d = daemon_factory("--config", str(config))  # alert state starts afresh after a restart
+    after_restart = [
+        (120, ["CRITICAL"], ("fired", "CRITICAL", None, 120.0)),
+        (60, ["WARNING"], ("de-escalated", "WARNING", "CRITICAL", 60.0)),
+        (10, [], ("resolved", "WARNING", "WARNING", 10.0)),
+    ]
+    for value, expect, _ in after_restart:
+        push(d, value, expect)
+    os.kill(d.pid, signal.SIGKILL)
+    d.proc.wait()
+    restarted_ms = time.time() * 1000
+    d = daemon_factory("--config", str(config))
+    name = f"webhook:{receiver.url}/hook"
+    receiver.start(200)
+    expected = [t[2] for t in TRANSITIONS[:3] + after_restart]
+    wait_for(lambda: len(receiver.events()) >= len(expected), "every event to arrive",
+             DEADLINE_S)
+    wait_for(lambda: samples(d, QUEUE)[name] == 0, "the daemon's queue to drain", 30)
+    events = receiver.events()
+    assert [summary(e) for e in events] == expected
+    timestamps = [e["timestamp"] for e in events]
+    assert timestamps == sorted(timestamps) and timestamps[-1] < restarted_ms
+    assert not list((tmp_path / "state" / "notifications").glob("*.json.bad"))
