@@ -50,20 +50,30 @@ class RemoteWriter:
     ) -> None:
         self.endpoint = endpoint
         self._temp: tempfile.TemporaryDirectory[str] | None = None
-        if directory is None:
-            self._temp = tempfile.TemporaryDirectory(prefix="crankshaft-remote-write-")
-            directory = self._temp.name
-            log.warning("remote write: no state directory, so samples not yet delivered are "
-                        "lost when the exporter stops (set history.state_file, or run under "
-                        "systemd with StateDirectory=)")
-        self.log = SendLog(directory)
+        self.log = self._open_log(directory)
+        self.directory = self.log.directory
         self._started = False
         self.unrecorded = 0  # samples a failed write (a full disk) kept out of the log
         self._append_failing = False
-        self.directory = directory
         self.senders: list[Sender] = []
         self.configs: tuple[RemoteWriteConfig, ...] = ()
         self.reconfigure(configs)
+
+    def _open_log(self, directory: str | None) -> SendLog:
+        """The send log in ``directory``; in a temporary folder (lost at stop, said so)
+        when there is none or it cannot be used, so delivery still works while running."""
+        if directory is not None:
+            try:
+                return SendLog(directory)
+            except OSError as e:
+                why = f"{directory} cannot be used ({e.strerror or e})"
+        else:
+            why = ("there is no state directory (set history.state_file, or run under "
+                   "systemd with StateDirectory=)")
+        self._temp = tempfile.TemporaryDirectory(prefix="crankshaft-remote-write-")
+        log.warning("remote write: %s, so samples not yet delivered are lost when the "
+                    "exporter stops", why)
+        return SendLog(self._temp.name)
 
     def start(self) -> None:
         self.endpoint.on_metrics_collected(self.capture)
@@ -111,9 +121,10 @@ class RemoteWriter:
             self._append_failing = False
 
     def stop(self) -> None:
-        self.endpoint.metrics_collected.disconnect(self.capture)
-        if self.status in self.endpoint.renderer.status_providers:
+        if self._started:
+            self.endpoint.metrics_collected.disconnect(self.capture)
             self.endpoint.remove_status_provider(self.status)
+            self._started = False
         for sender in self.senders:
             sender.stop()
         self.log.close()

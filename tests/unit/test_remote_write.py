@@ -289,3 +289,54 @@ def test_bad_entries_are_refused_with_their_line(entry: str, message: str) -> No
     text = str(e.value)
     line = 3 + entry.count("\n")  # the entry's own line: the second one, if there are two
     assert message in text and f"x.yaml:{line}:" in text, text
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+def test_the_writer_captures_each_collection_and_follows_reloads(tmp_path: Path) -> None:
+    from exporter.endpoint import MetricsEndpoint
+    from exporter.remote_write.writer import RemoteWriter
+
+    endpoint = MetricsEndpoint()
+    a = RemoteWriteConfig(url="http://127.0.0.1:9/a", name="a", min_backoff=60, max_backoff=60)
+    b = RemoteWriteConfig(url="http://127.0.0.1:9/b", name="b", min_backoff=60, max_backoff=60)
+    writer = RemoteWriter(endpoint, [a], str(tmp_path / "rw"))
+    writer.start()
+    try:
+        endpoint.collect_now()
+        (tick_,) = writer.log.read(-1, 10_000)
+        names = {dict(writer.log.labels(i))["__name__"] for i in tick_.ids}
+        assert {"crankshaft_memory_usage_mb", "crankshaft_last_collection_timestamp_seconds",
+                "process_resident_memory_bytes"} <= names
+        assert not any(n.endswith("_created") for n in names)
+        writer.reconfigure([a, b])
+        assert [s.config.name for s in writer.senders] == ["a", "b"]
+        assert all(s._thread is not None for s in writer.senders)
+        status = {f.name: f.samples for f in writer.status()}
+        pending = status["crankshaft_remote_write_samples_pending"]
+        assert [(who["remote_name"], n) for who, n in pending] == [
+            ("a", len(tick_.ids)), ("b", len(tick_.ids))]
+        writer.reconfigure([])
+        assert writer.senders == [] and not list((tmp_path / "rw").glob("cursor-*"))
+    finally:
+        writer.stop()
+        endpoint.close()
+
+
+def test_an_unusable_state_directory_still_delivers_and_says_why(tmp_path: Path,
+                                                                   caplog) -> None:
+    from exporter.endpoint import MetricsEndpoint
+    from exporter.remote_write.writer import RemoteWriter
+
+    (tmp_path / "file").write_text("")
+    endpoint = MetricsEndpoint()
+    writer = RemoteWriter(endpoint, [RemoteWriteConfig(url="http://127.0.0.1:9/")],
+                          str(tmp_path / "file" / "rw"))
+    try:
+        assert "cannot be used" in caplog.text and "lost when the exporter stops" in caplog.text
+        endpoint.collect_now()
+        writer.capture()
+        assert writer.log.read(-1, 10_000)
+    finally:
+        writer.stop()
+        endpoint.close()
