@@ -415,9 +415,9 @@ FLEET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "warning",
         "Remote write dropped samples ({{ $labels.reason }}) on " + WHERE,
         '{{ $value | printf "%.0f" }} samples for {{ $labels.remote_name }} were dropped in the '
-        "last 15 minutes on " + WHERE + " ({{ $labels.reason }}: too_old = older than "
-        "max_sample_age after an outage, refused = the receiver answered 4xx for them, "
-        "queue_full = the send queue's bound was reached). They will never arrive.",
+        "last 15 minutes on " + WHERE + " ({{ $labels.reason }}); they will never arrive. "
+        "too_old: older than max_sample_age when they could be sent; refused: the receiver "
+        "answered 4xx for them; queue_full: the send queue's bound was reached.",
     ),
     (
         "CrankshaftRemoteWriteBacklog",
