@@ -7,7 +7,10 @@ level keeps firing while the critical one does too; route or inhibit in Alertman
 
 The thresholds are not written into the rules: each one compares a series with the threshold
 *that instance* publishes (``crankshaft_alert_threshold{metric,level,selector}`` and, for
-hysteresis, ``crankshaft_alert_clear_threshold``), joined on ``job`` and ``instance``.  So one
+hysteresis, ``crankshaft_alert_clear_threshold``), joined on ``job``, ``instance`` and
+``vehicle`` (absent, so equal, on a machine without one; it keeps apart cars whose head units
+share a host name, as units flashed from one image do, which would otherwise make the join
+fail for every car with "duplicate series").  So one
 rules file serves a fleet of head units whose YAML files set different thresholds, and editing
 a car's YAML changes its alerts without regenerating the rules.  What the configuration used
 to generate the file still fixes: which metrics and levels have rules, their ``for`` (a
@@ -77,7 +80,7 @@ SPECIAL_UNITS = {"request_latency_p95": " ms", "request_latency_p99": " ms"}
 _UNIT_TEXT = {"%": "%", "count": "", "flags": "", "MB": " MiB"}
 THRESHOLD = "crankshaft_alert_threshold"
 CLEAR_THRESHOLD = "crankshaft_alert_clear_threshold"
-JOIN = ("job", "instance")
+JOIN = ("job", "instance", "vehicle")
 DEFAULT_JOB = "crankshaft"  # the job name of config/prometheus.yml and of remote write
 # How long a car may stay silent before CrankshaftVehicleSilent (info) says so: a long
 # weekend, not a holiday.
@@ -201,8 +204,9 @@ def _threshold_template(rule: AlertRule, severity: str) -> str:
     selector = f"$labels.{label[0]}" if rule.selector is not None else '""'
     verb = _verb(rule.metric)
     return (
-        '{{ with printf "' + THRESHOLD + '{job=%q,instance=%q,metric=%q,level=%q,selector=%q}" '
-        f'$labels.job $labels.instance "{rule.metric}" "{severity}" {selector} | query }}}}'
+        '{{ with printf "' + THRESHOLD + '{job=%q,instance=%q,vehicle=%q,metric=%q,level=%q,'
+        'selector=%q}" $labels.job $labels.instance $labels.vehicle '
+        f'"{rule.metric}" "{severity}" {selector} | query }}}}'
         f'{{{{ . | first | value | printf "{verb}" }}}}{{{{ end }}}}'
     )
 
@@ -258,7 +262,7 @@ def rule_entries(
             entry["for"] = format_duration(rule.for_seconds)
         labels = {"severity": severity, "metric": rule.metric}
         if rule.selector is not None:  # keeps it distinct from the metric's general rule
-            labels[identity[2]] = _literal(rule.selector)
+            labels[identity[len(JOIN)]] = _literal(rule.selector)
         entry["labels"] = labels
         entry["annotations"] = _annotations(rule, severity, runbook_base)
         entries.append(entry)

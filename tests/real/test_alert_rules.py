@@ -107,8 +107,9 @@ def test_go_float_matches_prometheus_formatting():
 
 BRACES = "\0"  # stands for a literal "{{" while the template constructs are replaced
 THRESHOLD_LOOKUP = re.compile(
-    r'\{\{ with printf "crankshaft_alert_threshold\{job=%q,instance=%q,metric=%q,level=%q,'
-    r'selector=%q\}" \$labels\.job \$labels\.instance "(\w+)" "(\w+)" (""|\$labels\.\w+) '
+    r'\{\{ with printf "crankshaft_alert_threshold\{job=%q,instance=%q,vehicle=%q,metric=%q,'
+    r'level=%q,selector=%q\}" \$labels\.job \$labels\.instance \$labels\.vehicle "(\w+)" '
+    r'"(\w+)" (""|\$labels\.\w+) '
     r'\| query \}\}\{\{ \. \| first \| value \| printf "(%\.\d+f)" \}\}\{\{ end \}\}'
 )
 

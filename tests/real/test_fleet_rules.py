@@ -260,3 +260,24 @@ def test_checks_have_teeth(promtool, tmp_path):
     proc = promtool_rules_test(promtool, doc, tmp_path)
     assert proc.returncode != 0, output(proc)
     assert re.search(r"CrankshaftTargetDown", proc.stdout + proc.stderr), output(proc)
+
+
+def test_cars_sharing_a_host_name_alert_at_their_own_thresholds(promtool, tmp_path):
+    """Head units flashed from one image share a host name, hence the remote-written
+    `instance`: the threshold rules join on the vehicle too, so each car is compared with
+    its own thresholds (car-17 warns at 200 MiB, car-18 at the default 1536) instead of the
+    join failing for the whole fleet on duplicate series."""
+    same = {"job": JOB, "instance": "crankshaft"}
+    a, b = {**same, "vehicle": "car-17"}, {**same, "vehicle": "car-18"}
+    series = {**reporting(a, 0, 12, memory="250x11"), **reporting(b, 0, 12, memory="250x11")}
+    for family in ("crankshaft_alert_threshold", "crankshaft_alert_clear_threshold"):
+        series[series_text(family, {**a, "metric": "memory_usage", "level": "warning",
+                                    "selector": ""})] = "200x11"
+    warning = next(e for g in RULES["groups"] for e in g["rules"]
+                   if e.get("alert") == "CrankshaftMemoryUsage"
+                   and e["labels"]["severity"] == "warning")
+    labels = {**a, **warning["labels"]}
+    annotations = {k: expand(v, labels, 250, 200) for k, v in warning["annotations"].items()}
+    firing = {("8m", "CrankshaftMemoryUsage"): [{"exp_labels": labels,
+                                                "exp_annotations": annotations}]}
+    rules_test(promtool, tmp_path, case(series, checks(["3m", "8m"], firing)))

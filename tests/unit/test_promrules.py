@@ -39,10 +39,11 @@ def thr(metric: str, level: str, selector: str = "", family: str = "crankshaft_a
     return f'{family}{{metric="{metric}",level="{level}",selector="{selector}"}}'
 
 
-def compare(value: str, metric: str, level: str, selector: str = "", ident: str = "job, instance",
+def compare(value: str, metric: str, level: str, selector: str = "",
+            ident: str = "job, instance, vehicle",
             alert: str | None = None) -> str:
     """The generated comparison of ``value`` with the instance's own thresholds."""
-    join = "on (job, instance) group_left ()"
+    join = "on (job, instance, vehicle) group_left ()"
     alert = alert or alert_name(metric)
     return (
         f"({value} > {join} {thr(metric, level, selector)}) or ({value} > {join} "
@@ -103,8 +104,9 @@ def test_default_memory_rules_exactly():
     warning, critical = entries(DEFAULT_RULES[0])
     where = "{{ $labels.instance }}{{ with $labels.vehicle }} (vehicle {{ . }}){{ end }}"
     lookup = (
-        '{{ with printf "crankshaft_alert_threshold{job=%q,instance=%q,metric=%q,level=%q,'
-        'selector=%q}" $labels.job $labels.instance "memory_usage" "warning" "" | query }}'
+        '{{ with printf "crankshaft_alert_threshold{job=%q,instance=%q,vehicle=%q,metric=%q,'
+        'level=%q,selector=%q}" $labels.job $labels.instance $labels.vehicle "memory_usage" '
+        '"warning" "" | query }}'
         '{{ . | first | value | printf "%.1f" }}{{ end }}'
     )
     assert warning == {
@@ -162,10 +164,10 @@ def test_percentile_rules_keep_every_label_of_the_histogram(q):
     (e,) = entries(AlertRule(metric, 70, None))
     value = (f"histogram_quantile({q}, rate(crankshaft_request_duration_seconds_bucket[5m]))"
              " * 1000")
-    assert e["expr"] == compare(value, metric, "warning", ident="job, instance, endpoint")
+    assert e["expr"] == compare(value, metric, "warning", ident="job, instance, vehicle, endpoint")
     (x,) = entries(AlertRule(EXT, None, 0))
     assert x["expr"] == compare('crankshaft_extension_status{status="crashed"}', EXT, "critical",
-                                ident="job, instance, extension")
+                                ident="job, instance, vehicle, extension")
 
 
 def test_only_defined_levels_become_rules():
@@ -393,10 +395,10 @@ def test_hysteresis_branch_always_present_so_each_instance_brings_its_own():
 
 def test_hysteresis_joins_on_the_instance_labels_of_labelled_metrics():
     (p,) = entries(AlertRule(P95, 500, None, warning_clear=400, selector="/a.b"))
-    assert "and on (job, instance, endpoint) ALERTS{" in p["expr"]
+    assert "and on (job, instance, vehicle, endpoint) ALERTS{" in p["expr"]
     assert p["expr"].count('{endpoint="/a.b"}') == 2  # both branches watch only /a.b
     (t,) = entries(AlertRule("target_down", None, 0.5, critical_clear=0, for_seconds=90))
-    assert t["expr"].startswith("((1 - crankshaft_target_up) > on (job, instance)")
+    assert t["expr"].startswith("((1 - crankshaft_target_up) > on (job, instance, vehicle)")
     assert t["for"] == "1m30s"
 
 
