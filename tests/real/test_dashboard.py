@@ -7,7 +7,10 @@ checked the two ways that can be:
    fed realistic traffic through ``POST /metrics/record``: with the template variables
    substituted as Grafana would, each ``targets[].expr`` must parse and return data, and each
    variable query (``label_values``) must list what it should.  A fleet of three daemons
-   under one job checks the ``instance`` variable and a multi-instance selection.
+   under one job checks the ``instance`` variable and a multi-instance selection.  A
+   receiver holding only what a car remote-wrote (a real exporter's exposition with the
+   car's labels and timestamps, no ``up``) checks the ``vehicle`` variable, the fleet
+   view's last-seen time and the remote-write panels.
 2. The dashboard JSON as a typed constant against npm ``@grafana/schema`` with ``tsc
    --strict``; a deliberately broken copy must fail where it was broken.
 
