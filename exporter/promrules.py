@@ -424,6 +424,9 @@ FLEET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "answered 4xx for them; queue_full: the send queue's bound was reached.",
     ),
     (
+        # Fresh samples only: a queue's gauges travel in that queue, so a backlog towards
+        # this receiver arrives with the backlog (late, unseen by rules); what fires here in
+        # time is another remote_write entry falling behind while this one delivers.
         "CrankshaftRemoteWriteBacklog",
         'crankshaft_remote_write_oldest_pending_age_seconds{{job="{job}"}} > 900 and '
         'delta(crankshaft_remote_write_samples_pending{{job="{job}"}}[15m]) > 0',

@@ -220,7 +220,8 @@ def test_alert_rules_renders_a_rule_on_its_prometheus_metric(
                   'alertstate="firing"}')
         return (f"(crankshaft_test_widget_level > {join} crankshaft_alert_threshold{where})"
                 f" or (crankshaft_test_widget_level > {join} "
-                f"crankshaft_alert_clear_threshold{where} and on (job, instance, vehicle) {firing})")
+                f"crankshaft_alert_clear_threshold{where} and on (job, instance, vehicle) "
+                f"{firing})")
 
     assert exprs == {"warning": expected("warning"), "critical": expected("critical")}
     assert {r["labels"]["metric"] for r in rules} == {"widget_level"}
