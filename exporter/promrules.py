@@ -7,7 +7,10 @@ level keeps firing while the critical one does too; route or inhibit in Alertman
 
 The thresholds are not written into the rules: each one compares a series with the threshold
 *that instance* publishes (``crankshaft_alert_threshold{metric,level,selector}`` and, for
-hysteresis, ``crankshaft_alert_clear_threshold``), joined on ``job`` and ``instance``.  So one
+hysteresis, ``crankshaft_alert_clear_threshold``), joined on ``job``, ``instance`` and
+``vehicle`` (absent, so equal, on a machine without one; it keeps apart cars whose head units
+share a host name, as units flashed from one image do, which would otherwise make the join
+fail for every car with "duplicate series").  So one
 rules file serves a fleet of head units whose YAML files set different thresholds, and editing
 a car's YAML changes its alerts without regenerating the rules.  What the configuration used
 to generate the file still fixes: which metrics and levels have rules, their ``for`` (a
@@ -22,8 +25,25 @@ series).  Per-endpoint percentile rules are approximations: Prometheus computes 
 histogram buckets over 5 minutes, the exporter exactly over its window of observations.
 
 Besides the threshold rules, a second group watches what the exporter cannot report itself:
-the exporter or the car being offline, and the exporter's self-metrics (reloads, collection
-errors, notifier failures and drops, cardinality caps).
+the exporter being unreachable, and the exporter's self-metrics (reloads, collection errors,
+notifier failures and drops, cardinality caps); a third watches a fleet of cars.
+
+A fleet is told apart by the ``vehicle`` label (a scrape config's target label, or a
+``remote_write`` entry's ``labels``): a car is off whenever it is parked, so nothing arriving
+from it is normal and never pages.  ``up``-based rules (a scrape can fail) apply only to
+targets without a ``vehicle`` label, always-on machines; cars remote-write and have no ``up``
+at all (or, behind a Prometheus agent, an ``up`` that stops when they park).  For a car,
+silence becomes information after ``SILENT_AFTER`` (CrankshaftVehicleSilent), and what pages
+is what a reporting car says itself: its target down, its exporter failing.
+
+Late samples: a rule is evaluated at the present.  An instant selector sees the newest sample
+of the last 5 minutes (the lookback), a range selector the samples in its range before now, so
+samples that arrive hours late (a car sending its backlog after an outage) are stored but
+never seen by a rule: they cannot fire an alert retroactively, and a ``for`` needs that many
+minutes of evaluations, which a backlog delivered in seconds cannot give.  The last samples of
+a backlog (within the lookback) are seen, as they would have been on time.  With no staleness
+marker after a remote-written car's last sample, its last values stay visible for those 5
+minutes after it parks.
 """
 
 from __future__ import annotations
@@ -34,7 +54,7 @@ from collections.abc import Iterable
 import yaml
 
 from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
-from exporter.config.durations import format_duration
+from exporter.config.durations import format_duration, parse_duration
 from exporter.series import STATESET, SeriesSpec
 from exporter.sources.registry import all_series
 
@@ -60,8 +80,12 @@ SPECIAL_UNITS = {"request_latency_p95": " ms", "request_latency_p99": " ms"}
 _UNIT_TEXT = {"%": "%", "count": "", "flags": "", "MB": " MiB"}
 THRESHOLD = "crankshaft_alert_threshold"
 CLEAR_THRESHOLD = "crankshaft_alert_clear_threshold"
-JOIN = ("job", "instance")
-DEFAULT_JOB = "crankshaft"  # the job name of config/prometheus.yml
+JOIN = ("job", "instance", "vehicle")
+DEFAULT_JOB = "crankshaft"  # the job name of config/prometheus.yml and of remote write
+# How long a car may stay silent before CrankshaftVehicleSilent (info) says so: a long
+# weekend, not a holiday.
+SILENT_AFTER = "3d"
+LAST_SEEN = "crankshaft:last_seen_timestamp_seconds"  # recorded by the fleet group
 DEFAULT_RUNBOOK_BASE = "README.md"
 
 # What the value is, in an annotation.  The seed's five series keep its HELP texts, which
@@ -180,8 +204,9 @@ def _threshold_template(rule: AlertRule, severity: str) -> str:
     selector = f"$labels.{label[0]}" if rule.selector is not None else '""'
     verb = _verb(rule.metric)
     return (
-        '{{ with printf "' + THRESHOLD + '{job=%q,instance=%q,metric=%q,level=%q,selector=%q}" '
-        f'$labels.job $labels.instance "{rule.metric}" "{severity}" {selector} | query }}}}'
+        '{{ with printf "' + THRESHOLD + '{job=%q,instance=%q,vehicle=%q,metric=%q,level=%q,'
+        'selector=%q}" $labels.job $labels.instance $labels.vehicle '
+        f'"{rule.metric}" "{severity}" {selector} | query }}}}'
         f'{{{{ . | first | value | printf "{verb}" }}}}{{{{ end }}}}'
     )
 
@@ -237,7 +262,7 @@ def rule_entries(
             entry["for"] = format_duration(rule.for_seconds)
         labels = {"severity": severity, "metric": rule.metric}
         if rule.selector is not None:  # keeps it distinct from the metric's general rule
-            labels[identity[2]] = _literal(rule.selector)
+            labels[identity[len(JOIN)]] = _literal(rule.selector)
         entry["labels"] = labels
         entry["annotations"] = _annotations(rule, severity, runbook_base)
         entries.append(entry)
@@ -252,17 +277,20 @@ def rule_entries(
 # because the exporter moves most counters once a collection (60 s by default).
 HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     (
+        # Always-on machines only: a car (vehicle label) cannot be scraped whenever it is
+        # parked, which is no alert (CrankshaftVehicleSilent says when it lasts).
         "CrankshaftExporterDown",
-        'up{{job="{job}"}} == 0',
+        'up{{job="{job}",vehicle=""}} == 0',
         "5m",
         "warning",
         "crankshaft-exporter unreachable on " + WHERE,
-        "Prometheus has not been able to scrape " + WHERE + " for 5 minutes: the head unit is "
+        "Prometheus has not been able to scrape " + WHERE + " for 5 minutes: the machine is "
         "off or offline, or the exporter is not running. Its other alerts resolve meanwhile.",
     ),
     (
+        # A car's `up` behind a Prometheus agent disappears when it parks: not "gone".
         "CrankshaftExporterGone",
-        'max_over_time(up{{job="{job}"}}[1h]) unless up{{job="{job}"}}',
+        'max_over_time(up{{job="{job}",vehicle=""}}[1h]) unless up{{job="{job}"}}',
         "5m",
         "warning",
         "crankshaft-exporter target " + WHERE + " disappeared",
@@ -270,12 +298,29 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "(removed from the scrape configuration or service discovery).",
     ),
     (
+        # A remote-writing fleet has no `up` at all, and a parked one nothing fresh: only a
+        # Prometheus that has never heard of any exporter in the job (the recorded last-seen
+        # time is carried forward) has a configuration problem.
         "CrankshaftNoTargets",
-        'absent(up{{job="{job}"}})',
+        'absent(up{{job="{job}"}}) unless on () ' + LAST_SEEN + '{{job="{job}"}}',
         "10m",
         "warning",
-        'No crankshaft-exporter target in job "{job}"',
-        'Prometheus has no target in job "{job}": check the scrape configuration.',
+        'No crankshaft-exporter in job "{job}"',
+        'Prometheus has no target in job "{job}" and no exporter has remote-written to it: '
+        "check the scrape configuration, or the cars' remote_write url and credentials.",
+    ),
+    (
+        # The car is on and reaches Prometheus (another of its targets, such as the agent
+        # itself or node_exporter, is up), but its exporter does not answer.
+        "CrankshaftVehicleExporterDown",
+        'up{{job="{job}",vehicle!=""}} == 0 and on (vehicle) '
+        '(max by (vehicle) (up{{vehicle!=""}}) == 1)',
+        "5m",
+        "critical",
+        "crankshaft-exporter down on " + WHERE + " while the car reports",
+        WHERE + " is on and reporting (another of its scrape targets is up) but its exporter "
+        "has not answered a scrape for 5 minutes: crankshaft-exporter is not running or not "
+        "listening.",
     ),
     (
         "CrankshaftMetricsMissing",
@@ -343,6 +388,69 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
 )
 
 
+# --- a fleet of cars ----------------------------------------------------------------------------
+
+# Evaluated once a minute: the carried-forward last-seen time reads a day of its own samples.
+FLEET_INTERVAL = "1m"
+# The last collection time of every exporter ever heard from (the exporter's
+# crankshaft_last_collection_timestamp_seconds, scraped or remote-written), carried forward by
+# the rule itself once the car is silent.  A day of its own samples bridges a Prometheus that
+# was down for up to a day; a raw range of weeks would read every sample of every car each
+# evaluation.
+LAST_SEEN_EXPR = (
+    'crankshaft_last_collection_timestamp_seconds{{job="{job}"}} '
+    "or last_over_time(" + LAST_SEEN + '{{job="{job}"}}[1d])'
+)
+FLEET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
+    (
+        "CrankshaftVehicleSilent",
+        "time() - " + LAST_SEEN + '{{job="{job}"}} > ' + f"{parse_duration(SILENT_AFTER):g}",
+        "0s",
+        "info",
+        WHERE + " not heard from for " + SILENT_AFTER,
+        "Nothing has arrived from " + WHERE + " for {{ $value | humanizeDuration }}: the car "
+        "has been parked or switched off, or has had no link, since then. Its samples are "
+        "sent when it is back (up to its max_sample_age; older ones are dropped and counted).",
+    ),
+    (
+        "CrankshaftRemoteWriteDropped",
+        'increase(crankshaft_remote_write_samples_dropped_total{{job="{job}"}}[15m]) > 0',
+        "0s",
+        "warning",
+        "Remote write dropped samples ({{ $labels.reason }}) on " + WHERE,
+        '{{ $value | printf "%.0f" }} samples for {{ $labels.remote_name }} were dropped in the '
+        "last 15 minutes on " + WHERE + " ({{ $labels.reason }}); they will never arrive. "
+        "too_old: older than max_sample_age when they could be sent; refused: the receiver "
+        "answered 4xx for them; queue_full: the send queue's bound was reached.",
+    ),
+    (
+        # Fresh samples only: a queue's gauges travel in that queue, so a backlog towards
+        # this receiver arrives with the backlog (late, unseen by rules); what fires here in
+        # time is another remote_write entry falling behind while this one delivers.
+        "CrankshaftRemoteWriteBacklog",
+        'crankshaft_remote_write_oldest_pending_age_seconds{{job="{job}"}} > 900 and '
+        'delta(crankshaft_remote_write_samples_pending{{job="{job}"}}[15m]) > 0',
+        "15m",
+        "warning",
+        "Remote write falling behind on " + WHERE,
+        WHERE + " reports while its queue for {{ $labels.remote_name }} grows and its oldest "
+        "unsent sample is {{ $value | humanizeDuration }} old: delivery keeps up neither with "
+        "collection nor with the backlog (a slow link, a receiver refusing with 5xx/429, or "
+        "queue_config.max_samples_per_send too small).",
+    ),
+)
+
+
+def fleet_entries(
+    job: str = DEFAULT_JOB, runbook_base: str = DEFAULT_RUNBOOK_BASE
+) -> list[dict[str, object]]:
+    """The recorded last-seen time, then the fleet's alerts."""
+    entries: list[dict[str, object]] = [
+        {"record": LAST_SEEN, "expr": LAST_SEEN_EXPR.format(job=_escape(job))}
+    ]
+    return entries + _alert_entries(FLEET_RULES, job, runbook_base)
+
+
 def _job_text(text: str, job: str) -> str:
     return text.replace('"{job}"', f'"{_escape(job)}"')
 
@@ -350,8 +458,14 @@ def _job_text(text: str, job: str) -> str:
 def health_entries(
     job: str = DEFAULT_JOB, runbook_base: str = DEFAULT_RUNBOOK_BASE
 ) -> list[dict[str, object]]:
+    return _alert_entries(HEALTH_RULES, job, runbook_base)
+
+
+def _alert_entries(
+    rules: tuple[tuple[str, str, str, str, str, str], ...], job: str, runbook_base: str
+) -> list[dict[str, object]]:
     entries: list[dict[str, object]] = []
-    for name, expr, for_, severity, summary, description in HEALTH_RULES:
+    for name, expr, for_, severity, summary, description in rules:
         entry: dict[str, object] = {"alert": name, "expr": expr.format(job=_escape(job))}
         if for_ != "0s":
             entry["for"] = for_
@@ -377,6 +491,11 @@ def build_rules(
         "groups": [
             {"name": "crankshaft-exporter", "rules": entries},
             {"name": "crankshaft-exporter-health", "rules": health_entries(job, runbook_base)},
+            {
+                "name": "crankshaft-exporter-fleet",
+                "interval": FLEET_INTERVAL,
+                "rules": fleet_entries(job, runbook_base),
+            },
         ]
     }
 
@@ -389,7 +508,7 @@ def render_rules(
 ) -> str:
     header = (
         "# Prometheus alerting rules generated by `crankshaft-exporter alert-rules` from the\n"
-        "# exporter's alert configuration; severity is warning or critical.  Thresholds are\n"
+        "# exporter's alert configuration; severity is info, warning or critical.  Thresholds are\n"
         "# each instance's own crankshaft_alert_threshold: one file serves a whole fleet.\n"
     )
     if interval_seconds is not None:
@@ -408,6 +527,7 @@ __all__ = [
     "WARNING",
     "alert_name",
     "build_rules",
+    "fleet_entries",
     "health_entries",
     "render_rules",
     "runbook_anchor",

@@ -25,9 +25,19 @@ class PrometheusServer(LocalServer):
         rule_files: list[str] | None = None,
         alertmanager: str | None = None,
         binary: str = "prometheus",
+        config: dict[str, Any] | None = None,
+        flags: tuple[str, ...] = (),
     ) -> None:
+        """``config``: a whole configuration instead of the one built from the arguments
+        (its rule files relative to the server's directory); ``flags``: more command-line
+        flags, such as ``--web.enable-remote-write-receiver``."""
         super().__init__("prometheus", workdir)
-        config: dict[str, Any] = {
+        self.flags = flags
+        if config is not None:
+            (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+            self.binary = binary
+            return
+        config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": scrape_configs,
         }
@@ -49,6 +59,7 @@ class PrometheusServer(LocalServer):
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
                 "--rules.alert.resend-delay=1s",
+                *self.flags,
             ]
         )
         return self
@@ -63,6 +74,11 @@ class PrometheusServer(LocalServer):
         if doc.get("status") != "success":
             raise RuntimeError(f"{path} {params}: {doc}")
         return doc["data"]
+
+    @property
+    def write_url(self) -> str:
+        """The remote-write receiver (``--web.enable-remote-write-receiver``)."""
+        return f"{self.url}/api/v1/write"
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query; the result vector (empty if nothing matches yet)."""

@@ -107,8 +107,9 @@ def test_go_float_matches_prometheus_formatting():
 
 BRACES = "\0"  # stands for a literal "{{" while the template constructs are replaced
 THRESHOLD_LOOKUP = re.compile(
-    r'\{\{ with printf "crankshaft_alert_threshold\{job=%q,instance=%q,metric=%q,level=%q,'
-    r'selector=%q\}" \$labels\.job \$labels\.instance "(\w+)" "(\w+)" (""|\$labels\.\w+) '
+    r'\{\{ with printf "crankshaft_alert_threshold\{job=%q,instance=%q,vehicle=%q,metric=%q,'
+    r'level=%q,selector=%q\}" \$labels\.job \$labels\.instance \$labels\.vehicle "(\w+)" '
+    r'"(\w+)" (""|\$labels\.\w+) '
     r'\| query \}\}\{\{ \. \| first \| value \| printf "(%\.\d+f)" \}\}\{\{ end \}\}'
 )
 
@@ -586,8 +587,9 @@ def promtool_rules_test(promtool: str, doc: dict, tmp_path: Path) -> subprocess.
 def test_committed_default_rules_pass_promtool_check(promtool, tmp_path):
     proc = run([promtool, "check", "rules", str(COMMITTED)], tmp_path)
     assert proc.returncode == 0, output(proc)
-    # ten threshold rules (the shipped config) and ten offline/self-monitoring rules
-    assert "SUCCESS: 20 rules found" in proc.stdout + proc.stderr, output(proc)
+    # ten threshold rules (the shipped config), eleven offline/self-monitoring rules, and the
+    # fleet group's recorded last-seen time and three alerts
+    assert "SUCCESS: 25 rules found" in proc.stdout + proc.stderr, output(proc)
 
 
 CONFIG = r"""
@@ -623,7 +625,7 @@ def test_rules_from_a_config_with_for_hysteresis_and_selectors_pass_promtool_che
     config = load_config(cfg)
     assert proc.stdout == render_rules(config.alerts, config.interval)
     count = sum(len(g["rules"]) for g in build_rules(config.alerts)["groups"])
-    assert count == 19 + 10
+    assert count == 19 + 11 + 4
     rules = tmp_path / "rules.yml"
     rules.write_text(proc.stdout)
     check = run([promtool, "check", "rules", str(rules)], tmp_path)
@@ -756,12 +758,16 @@ def health_case(series: dict[str, str], checks: list[tuple[str, str, list[dict]]
     }
 
 
-def test_offline_rules_fire_when_the_car_goes_offline(promtool, tmp_path):
-    """The issue's case: memory at 2100 MiB, then `up` drops to 0 and the exporter's series
-    stop.  The memory alerts resolve once the samples go stale (5 minutes) and
-    CrankshaftExporterDown replaces them; a car removed from the targets is reported as gone,
-    a target that answers without the exporter's metrics as missing them."""
-    car, gone, other = CAR, {**CAR, "instance": "car-b:9001"}, {**CAR, "instance": "car-c:9001"}
+def test_offline_rules_fire_when_an_always_on_machine_goes_offline(promtool, tmp_path):
+    """A scraped machine without a `vehicle` label (a home lab's head unit on the bench, a
+    server): memory at 2100 MiB, then `up` drops to 0 and the exporter's series stop.  The
+    memory alerts resolve once the samples go stale (5 minutes) and CrankshaftExporterDown
+    replaces them; a target removed from the targets is reported as gone, a target that
+    answers without the exporter's metrics as missing them.  (Cars, with a `vehicle` label:
+    tests/real/test_fleet_rules.py.)"""
+    machine = {"job": JOB, "instance": "pi:9001"}
+    car, gone = machine, {**machine, "instance": "pi-b:9001"}
+    other = {**machine, "instance": "pi-c:9001"}
     thresholds = {
         series_text(f, {**car, "metric": "memory_usage", "level": lvl, "selector": ""}): f"{v}x9"
         for f in ("crankshaft_alert_threshold", "crankshaft_alert_clear_threshold")

@@ -46,6 +46,8 @@ def test_amtool_check_config_is_clean() -> None:
         (["alertname=CrankshaftMemoryUsage", "severity=critical"], "crankshaft-critical"),
         (["alertname=CrankshaftMemoryUsage", "severity=warning"], "crankshaft-warning"),
         (["alertname=CrankshaftExporterDown", "severity=warning"], "crankshaft-warning"),
+        (["alertname=CrankshaftVehicleSilent", "severity=info"], "crankshaft-info"),
+        (["alertname=CrankshaftVehicleExporterDown", "severity=critical"], "crankshaft-critical"),
         (["alertname=SomethingElse"], "crankshaft-warning"),
     ],
 )

@@ -7,7 +7,10 @@ checked the two ways that can be:
    fed realistic traffic through ``POST /metrics/record``: with the template variables
    substituted as Grafana would, each ``targets[].expr`` must parse and return data, and each
    variable query (``label_values``) must list what it should.  A fleet of three daemons
-   under one job checks the ``instance`` variable and a multi-instance selection.
+   under one job checks the ``instance`` variable and a multi-instance selection.  A
+   receiver holding only what a car remote-wrote (a real exporter's exposition with the
+   car's labels and timestamps, no ``up``) checks the ``vehicle`` variable, the fleet
+   view's last-seen time and the remote-write panels.
 2. The dashboard JSON as a typed constant against npm ``@grafana/schema`` with ``tsc
    --strict``; a deliberately broken copy must fail where it was broken.
 
@@ -38,6 +41,7 @@ from exporter.config import parse_duration
 from tests.conftest import REPO, RunningDaemon, require_tool
 from tests.helpers import poll
 from tests.prometheus_server import PrometheusServer, free_port
+from tests.remote_write import push as remote_write
 from tests.unit.test_promrules import readme_anchors
 
 pytestmark = pytest.mark.real
@@ -45,6 +49,13 @@ pytestmark = pytest.mark.real
 DASHBOARD_PATH = REPO / "grafana" / "crankshaft-exporter.json"
 SCHEMA_DIR = Path(__file__).resolve().parent / "dashboard_schema"
 JOB = "crankshaft"
+VEHICLE = "van-1"
+# Series only a car's remote-write sender produces (and, until every exporter publishes it,
+# the last-collection time): a scraped exporter without remote_write shows no data there, so
+# the scrape tests only require them to parse; test_fleet_panels_on_remote_written_data runs
+# them on what a car remote-writes.
+SENDER_ONLY = ("crankshaft_remote_write_", "crankshaft_last_collection_timestamp_seconds",
+               "crankshaft:last_seen_timestamp_seconds")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 # Grafana's built-in interval variables, as the brief for this check fixes them.
@@ -75,6 +86,7 @@ NO_VALUE_HINTS = ("connections.port", "/metrics/record", "notifiers", "No alert 
 GET_THROTTLED_ON_THIS_MACHINE = Path("/sys/devices/platform/soc/soc:firmware/get_throttled")
 SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}")
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+SCOPE = ('job=~"$job"', 'instance=~"$instance"', 'vehicle=~"$vehicle"')
 LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(.*)\s*,\s*)?(\w+)\s*\)\s*$", re.S)
 
 # Realistic traffic: four endpoints with their own latency profiles (ms), connection counts,
@@ -245,8 +257,10 @@ def feed_rounds(daemon: RunningDaemon, prom: PrometheusServer, rounds: int) -> N
 
 def start_prometheus(tmp_path: Path, instances: list[str]) -> PrometheusServer:
     # No metrics_path: Prometheus' default (/metrics), as a user's first scrape config has it.
+    # A vehicle label, as a car scraped when in reach has.
     return PrometheusServer(
-        tmp_path, [{"job_name": JOB, "static_configs": [{"targets": instances}]}]
+        tmp_path, [{"job_name": JOB, "static_configs": [
+            {"targets": instances, "labels": {"vehicle": VEHICLE}}]}]
     )
 
 
@@ -282,12 +296,21 @@ def test_template_variables() -> None:
     v = variables(load_dashboard())
     assert variable_query(v["job"]) == "label_values(crankshaft_exporter_build_info, job)"
     assert (
-        variable_query(v["instance"])
-        == 'label_values(crankshaft_exporter_build_info{job=~"$job"}, instance)'
+        variable_query(v["vehicle"])
+        == 'label_values(crankshaft_exporter_build_info{job=~"$job"}, vehicle)'
     )
-    for name in ("job", "instance"):  # a fleet: several jobs and head units at once
+    assert (
+        variable_query(v["instance"])
+        == 'label_values(crankshaft_exporter_build_info{job=~"$job",vehicle=~"$vehicle"}, '
+        "instance)"
+    )
+    names = list(v)
+    assert names.index("job") < names.index("vehicle") < names.index("instance")
+    # a fleet: several jobs, cars and head units at once; All matches a machine without a
+    # vehicle label too (".*" matches the empty value)
+    for name in ("job", "vehicle", "instance"):
         assert v[name]["multi"] and v[name]["includeAll"] and v[name]["allValue"] == ".*"
-    for name in ("job", "instance", "endpoint"):
+    for name in ("job", "vehicle", "instance", "endpoint"):
         var = v[name]
         assert var["type"] == "query"
         assert var["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
@@ -324,14 +347,14 @@ def test_every_panel_has_unit_description_datasource_and_scoped_targets() -> Non
             if not selectors:
                 problems.append(f"{where} {t['refId']}: no metric selector in {t['expr']!r}")
             for metric, matchers in selectors:
-                if 'job=~"$job"' not in matchers or 'instance=~"$instance"' not in matchers:
+                if any(m not in matchers for m in SCOPE):
                     problems.append(
                         f"{where} {t['refId']}: {metric}{{{matchers}}} is not scoped by "
-                        '{job=~"$job",instance=~"$instance"}'
+                        '{job=~"$job",instance=~"$instance",vehicle=~"$vehicle"}'
                     )
     for a in annotation_queries(d):
         for metric, matchers in SELECTOR.findall(a["expr"]):
-            if 'job=~"$job"' not in matchers or 'instance=~"$instance"' not in matchers:
+            if any(m not in matchers for m in SCOPE):
                 problems.append(f"annotation {a['name']!r}: {metric} is not scoped")
     assert not problems, "\n".join(problems)
 
@@ -382,7 +405,7 @@ def test_stat_and_gauge_thresholds_come_from_the_exporter() -> None:
             t = next(t for t in p["targets"] if t["refId"] == ref)
             assert t["expr"] == (
                 f'crankshaft_alert_threshold{{job=~"$job",instance=~"$instance",'
-                f'metric="{metric}",level="{level}",selector=""}}'
+                f'vehicle=~"$vehicle",metric="{metric}",level="{level}",selector=""}}'
             ), title
             [mapping] = refs[ref]["mappings"]
             assert mapping["fieldName"] == t["legendFormat"], title  # Grafana's field name
@@ -479,7 +502,8 @@ def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
         )
 
         # Variables, in dashboard order (each may use the ones before it).
-        values = {"job": promql_regex(JOB), "instance": promql_regex(instance)}
+        values = {"job": promql_regex(JOB), "instance": promql_regex(instance),
+                  "vehicle": promql_regex(VEHICLE)}
         listed = {}
         for name, var in variables(d).items():
             if var["type"] != "query":
@@ -487,13 +511,20 @@ def test_every_panel_query_returns_data(daemon_factory, tmp_path: Path) -> None:
             listed[name] = label_values(prom, variable_query(var), values)
             assert listed[name], f"variable {name}: {variable_query(var)} lists nothing"
         assert JOB in listed["job"]
+        assert listed["vehicle"] == [VEHICLE]
         assert instance in listed["instance"]
         assert set(ENDPOINTS) <= set(listed["endpoint"])
         values["endpoint"] = "|".join(promql_regex(e) for e in sorted(ENDPOINTS))
 
         queries = [((p["title"], t["refId"]), t["expr"]) for p, t in all_targets(d)]
-        results, failures = run_queries(prom, queries, values, wait=30)
+        scraped = [(k, e) for k, e in queries if not any(m in e for m in SENDER_ONLY)]
+        results, failures = run_queries(prom, scraped, values, wait=30)
         assert not failures, "\n".join(failures)
+        sender = [(k, e) for k, e in queries if any(m in e for m in SENDER_ONLY)]
+        assert len(sender) >= 7  # the fleet view's last seen and the remote-write row
+        found, failures = run_queries(prom, sender, values, wait=0)  # they parse
+        assert not failures, "\n".join(failures)
+        results.update(found)
         # Annotations are events: each must parse; the extension crash is a transition, and
         # a reload (SIGHUP) is annotated as one.
         os.kill(daemon.pid, signal.SIGHUP)
@@ -564,16 +595,24 @@ def test_fleet_instance_variable_and_multi_instance_selection(daemon_factory,
     with start_prometheus(tmp_path, instances) as prom:
         prom.wait_for_query(f'count(up{{job="{JOB}"}} == 1) == 3')
         listed = label_values(
-            prom, variable_query(variables(d)["instance"]), {"job": promql_regex(JOB)}
+            prom, variable_query(variables(d)["instance"]),
+            {"job": promql_regex(JOB), "vehicle": ".*"}
         )
         assert sorted(listed) == instances
+        # the vehicle variable narrows the instances to that car's
+        assert label_values(prom, variable_query(variables(d)["instance"]),
+                            {"job": promql_regex(JOB), "vehicle": "no-such-car"}) == []
+        assert sorted(label_values(prom, variable_query(variables(d)["instance"]),
+                                   {"job": promql_regex(JOB),
+                                    "vehicle": promql_regex(VEHICLE)})) == instances
 
         panel = next(p for p in walk_panels(d["panels"]) if p.get("title") == "Memory usage")
         expr = next(t["expr"] for t in panel["targets"] if t["refId"] == "A")
         chosen = "|".join(promql_regex(i) for i in instances)  # a|b|c, as Grafana builds it
         all_value = variables(d)["instance"]["allValue"]  # the "All" option
         for instance_value in (chosen, all_value):
-            query = substitute(expr, {"job": promql_regex(JOB), "instance": instance_value})
+            query = substitute(expr, {"job": promql_regex(JOB), "instance": instance_value,
+                                      "vehicle": ".*"})
             series = poll(lambda q=query: prom.query(q), lambda s: len(s) == 3,
                           f"three series for {query}", 30, interval=0.2)
             assert sorted(s["metric"]["instance"] for s in series) == instances
@@ -587,7 +626,8 @@ def test_default_install_every_panel_shows_data_or_says_what_it_needs(daemon_fac
     d = load_dashboard()
     daemon = daemon_factory("--interval", "1")
     instance = f"127.0.0.1:{daemon.port}"
-    values = {"job": promql_regex(JOB), "instance": promql_regex(instance), "endpoint": ".*"}
+    values = {"job": promql_regex(JOB), "instance": promql_regex(instance), "endpoint": ".*",
+              "vehicle": ".*"}
     hidden = collapsed_rows_children(d)
     with start_prometheus(tmp_path, [instance]) as prom:
         prom.wait_for_query(f'crankshaft_collections_total{{job="{JOB}"}} > 2')
@@ -658,7 +698,7 @@ def test_fleet_with_different_yaml_thresholds_in_the_overview_table(daemon_facto
         prom.wait_for_query(f'count(crankshaft_memory_usage_mb{{job="{JOB}"}} == 250) == 3')
         prom.wait_for_query(f'sum(crankshaft_active_alerts{{job="{JOB}"}}) == 2')
         table = find_panel(d, "Fleet overview")
-        values = {"job": promql_regex(JOB), "instance": ".*"}
+        values = {"job": promql_regex(JOB), "instance": ".*", "vehicle": ".*"}
         results, failures = run_queries(
             prom, [(t["refId"], t["expr"]) for t in table["targets"]], values, wait=0)
         assert not failures, "\n".join(failures)
@@ -688,12 +728,102 @@ def test_fleet_with_different_yaml_thresholds_in_the_overview_table(daemon_facto
         stat = next(p for p in walk_panels(d["panels"])
                     if p.get("title") == "Memory" and p["type"] == "stat")
         for name, memory, _ in FLEET:
-            one = {"job": promql_regex(JOB), "instance": promql_regex(instances[name])}
+            one = {"job": promql_regex(JOB), "instance": promql_regex(instances[name]),
+                   "vehicle": promql_regex(name)}
             got, failures = run_queries(
                 prom, [(t["refId"], t["expr"]) for t in stat["targets"]], one, wait=10)
             assert not failures, "\n".join(failures)
             assert {ref: float(got[ref][0]["value"][1]) for ref in "BC"} == {
                 "B": memory["warning"], "C": memory["critical"]}, name
+
+
+# --- a car that remote-writes -------------------------------------------------------------------
+
+CAR = {"job": JOB, "instance": "car-17.fleet", "vehicle": "car-17"}
+REMOTE = {"remote_name": "central", "url": "https://metrics.example/api/v1/write"}
+
+
+def sender_series(round_no: int, ts_s: float) -> list[tuple[str, dict[str, str], float]]:
+    """The sender's self-metrics at one collection (as the remote_write contract names
+    them), for a sender that has been catching up: sending, some failures and drops, its
+    queue shrinking."""
+    out = [("crankshaft_remote_write_samples_sent_total", {}, 500.0 * round_no),
+           ("crankshaft_remote_write_samples_failed_total", {}, 10.0 * round_no),
+           ("crankshaft_remote_write_samples_pending", {}, 100.0 - 10 * round_no),
+           ("crankshaft_remote_write_oldest_pending_age_seconds", {}, 60.0 - 5 * round_no),
+           ("crankshaft_remote_write_last_success_timestamp_seconds", {}, ts_s - 2)]
+    for reason, step in (("too_old", 3.0), ("refused", 1.0), ("queue_full", 0.0)):
+        out.append(("crankshaft_remote_write_samples_dropped_total", {"reason": reason},
+                    step * round_no))
+    return [(name, {**labels, **REMOTE}, value) for name, labels, value in out]
+
+
+def remote_written(daemon: RunningDaemon, rounds: int, now_ms: int) -> list[tuple]:
+    """A car's remote write, taken from a real exporter: its exposition at ``rounds``
+    collections 15 s apart, every sample with the car's labels (job, instance, vehicle)
+    and the collection's timestamp, plus what the sender adds where this exporter does not
+    publish it yet (the last-collection time, the sender's self-metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series: dict[tuple, list[tuple[int, float]]] = {}
+    for round_no in range(rounds):
+        ts_ms = now_ms - (rounds - 1 - round_no) * 15_000
+        text = daemon.request("/metrics/prometheus").text
+        samples = [(x.name, dict(x.labels), x.value)
+                   for family in text_string_to_metric_families(text) for x in family.samples]
+        names = {name for name, _, _ in samples}
+        if "crankshaft_last_collection_timestamp_seconds" not in names:
+            samples.append(("crankshaft_last_collection_timestamp_seconds", {}, ts_ms / 1000))
+        if not any(n.startswith("crankshaft_remote_write_") for n in names):
+            samples += sender_series(round_no + 1, ts_ms / 1000)
+        for name, labels, value in samples:
+            key = tuple(sorted({"__name__": name, **labels, **CAR}.items()))
+            series.setdefault(key, []).append((ts_ms, value))
+    return [(dict(key), points) for key, points in series.items()]
+
+
+def test_fleet_panels_on_remote_written_data(daemon_factory, tmp_path: Path) -> None:
+    """The dashboard on a receiver that holds only what a car remote-wrote (no scrape, no
+    `up`): the vehicle variable lists the car and narrows the instances to it, every query
+    parses, the fleet view's last seen and every remote-write panel have data, and the
+    fleet overview's row for the car has its vehicle, memory and last-seen time."""
+    require_tool("prometheus")
+    d = load_dashboard()
+    daemon = daemon_factory("--interval", "1")
+    push(daemon, {"memory_mb": 250.0, "cpu_percent": 12.5})
+    poll(lambda: daemon.request("/metrics/prometheus").text,
+         lambda text: "\ncrankshaft_memory_usage_mb 250.0\n" in text,
+         "the pushed memory in the exposition", 30, interval=0.2)
+    now_ms = int(time.time() * 1000)
+    with PrometheusServer(tmp_path, [], flags=("--web.enable-remote-write-receiver",)) as prom:
+        status, body = remote_write(prom.write_url, remote_written(daemon, 4, now_ms))
+        assert status == 204, (status, body)
+        assert prom.query("up") == []
+        values = {"job": promql_regex(JOB)}
+        assert label_values(prom, variable_query(variables(d)["vehicle"]), values) == ["car-17"]
+        values["vehicle"] = promql_regex("car-17")
+        assert label_values(prom, variable_query(variables(d)["instance"]), values) == [
+            "car-17.fleet"]
+        values.update(instance=promql_regex("car-17.fleet"), endpoint=".*")
+        queries = [((p["title"], t["refId"]), t["expr"]) for p, t in all_targets(d)]
+        results, failures = run_queries(prom, queries, values, wait=0)
+        assert not failures, "\n".join(failures)  # every query parses
+        sender = {k for k, e in queries if any(m in e for m in SENDER_ONLY)}
+        assert sender <= set(results), f"no data for {sorted(sender - set(results))}"
+        assert ("Memory usage", "A") in results and ("CPU usage", "A") in results
+    (last,) = results[("Fleet overview", "K")]
+    assert last["metric"] == {"job": JOB, "instance": "car-17.fleet", "vehicle": "car-17"}
+    # the last collection sent, in ms for Grafana's dateTimeFromNow
+    assert abs(float(last["value"][1]) - now_ms) < 1
+    (memory,) = results[("Fleet overview", "C")]
+    assert float(memory["value"][1]) == 250.0
+    dropped = {s["metric"]["reason"] for s in results[
+        ("Remote write: dropped samples per second by reason", "A")]}
+    assert dropped == {"too_old", "refused", "queue_full"}
+    for key, result in results.items():
+        for series in result:
+            if "vehicle" in series["metric"]:
+                assert series["metric"]["vehicle"] == "car-17", key
 
 
 # --- type check against @grafana/schema ------------------------------------------------------

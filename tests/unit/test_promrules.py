@@ -29,8 +29,9 @@ EXT = "extension_crashed"
 
 def entries(*rules: AlertRule) -> list[dict]:
     doc = build_rules(rules)
-    group, health = doc["groups"]
+    group, health, fleet = doc["groups"]
     assert group["name"] == GROUP and health["name"] == GROUP + "-health"
+    assert fleet["name"] == GROUP + "-fleet"
     return group["rules"]
 
 
@@ -38,10 +39,11 @@ def thr(metric: str, level: str, selector: str = "", family: str = "crankshaft_a
     return f'{family}{{metric="{metric}",level="{level}",selector="{selector}"}}'
 
 
-def compare(value: str, metric: str, level: str, selector: str = "", ident: str = "job, instance",
+def compare(value: str, metric: str, level: str, selector: str = "",
+            ident: str = "job, instance, vehicle",
             alert: str | None = None) -> str:
     """The generated comparison of ``value`` with the instance's own thresholds."""
-    join = "on (job, instance) group_left ()"
+    join = "on (job, instance, vehicle) group_left ()"
     alert = alert or alert_name(metric)
     return (
         f"({value} > {join} {thr(metric, level, selector)}) or ({value} > {join} "
@@ -102,8 +104,9 @@ def test_default_memory_rules_exactly():
     warning, critical = entries(DEFAULT_RULES[0])
     where = "{{ $labels.instance }}{{ with $labels.vehicle }} (vehicle {{ . }}){{ end }}"
     lookup = (
-        '{{ with printf "crankshaft_alert_threshold{job=%q,instance=%q,metric=%q,level=%q,'
-        'selector=%q}" $labels.job $labels.instance "memory_usage" "warning" "" | query }}'
+        '{{ with printf "crankshaft_alert_threshold{job=%q,instance=%q,vehicle=%q,metric=%q,'
+        'level=%q,selector=%q}" $labels.job $labels.instance $labels.vehicle "memory_usage" '
+        '"warning" "" | query }}'
         '{{ . | first | value | printf "%.1f" }}{{ end }}'
     )
     assert warning == {
@@ -161,10 +164,10 @@ def test_percentile_rules_keep_every_label_of_the_histogram(q):
     (e,) = entries(AlertRule(metric, 70, None))
     value = (f"histogram_quantile({q}, rate(crankshaft_request_duration_seconds_bucket[5m]))"
              " * 1000")
-    assert e["expr"] == compare(value, metric, "warning", ident="job, instance, endpoint")
+    assert e["expr"] == compare(value, metric, "warning", ident="job, instance, vehicle, endpoint")
     (x,) = entries(AlertRule(EXT, None, 0))
     assert x["expr"] == compare('crankshaft_extension_status{status="crashed"}', EXT, "critical",
-                                ident="job, instance, extension")
+                                ident="job, instance, vehicle, extension")
 
 
 def test_only_defined_levels_become_rules():
@@ -204,9 +207,11 @@ def test_annotations_name_the_instance_vehicle_unit_and_runbook():
 def test_runbook_base_and_job_are_parameters():
     doc = build_rules([AlertRule("cpu_usage", 70, None)], job='car"s',
                       runbook_base="https://git.example/README.md")
-    rule, *health = [e for g in doc["groups"] for e in g["rules"]]
+    rule, *health = [e for g in doc["groups"] for e in g["rules"] if "alert" in e]
     assert rule["annotations"]["runbook_url"] == "https://git.example/README.md#crankshaftcpuusage"
-    assert health[0]["expr"] == 'up{job="car\\"s"} == 0'
+    assert health[0]["expr"] == 'up{job="car\\"s",vehicle=""} == 0'
+    (record,) = [e for g in doc["groups"] for e in g["rules"] if "record" in e]
+    assert record["expr"].startswith('crankshaft_last_collection_timestamp_seconds{job="car\\"s"}')
     assert all(h["annotations"]["runbook_url"].startswith("https://git.example/") for h in health)
 
 
@@ -239,19 +244,47 @@ def test_disabled_rules_are_omitted():
 
 
 def test_health_group_offline_and_self_monitoring():
-    (_, health) = build_rules([])["groups"]
+    (_, health, _) = build_rules([])["groups"]
     by_name = {e["alert"]: e for e in health["rules"]}
-    assert by_name["CrankshaftExporterDown"]["expr"] == 'up{job="crankshaft"} == 0'
+    # scrape failures of always-on machines only: a car (vehicle label) is off when parked
+    assert by_name["CrankshaftExporterDown"]["expr"] == 'up{job="crankshaft",vehicle=""} == 0'
     assert by_name["CrankshaftExporterDown"]["for"] == "5m"
-    assert by_name["CrankshaftNoTargets"]["expr"] == 'absent(up{job="crankshaft"})'
+    assert by_name["CrankshaftNoTargets"]["expr"] == (
+        'absent(up{job="crankshaft"}) unless on () '
+        'crankshaft:last_seen_timestamp_seconds{job="crankshaft"}')
     assert set(by_name) == {
         "CrankshaftExporterDown", "CrankshaftExporterGone", "CrankshaftNoTargets",
+        "CrankshaftVehicleExporterDown",
         "CrankshaftMetricsMissing", "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors",
         "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
         "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
     }
     for e in health["rules"]:
-        assert e["labels"] == {"severity": "warning"}
+        paging = e["alert"] == "CrankshaftVehicleExporterDown"
+        assert e["labels"] == {"severity": "critical" if paging else "warning"}
+        assert 'job="crankshaft"' in e["expr"]
+
+
+def test_fleet_group_records_last_seen_and_alerts_on_silence_and_remote_write():
+    (_, _, fleet) = build_rules([])["groups"]
+    assert fleet["interval"] == "1m"
+    record, *alerts = fleet["rules"]
+    assert record == {
+        "record": "crankshaft:last_seen_timestamp_seconds",
+        "expr": 'crankshaft_last_collection_timestamp_seconds{job="crankshaft"} or '
+                'last_over_time(crankshaft:last_seen_timestamp_seconds{job="crankshaft"}[1d])',
+    }
+    by_name = {e["alert"]: e for e in alerts}
+    assert set(by_name) == {"CrankshaftVehicleSilent", "CrankshaftRemoteWriteDropped",
+                            "CrankshaftRemoteWriteBacklog"}
+    silent = by_name["CrankshaftVehicleSilent"]
+    assert silent["labels"] == {"severity": "info"} and "for" not in silent
+    assert silent["expr"].endswith("> 259200")  # SILENT_AFTER, 3 days
+    assert by_name["CrankshaftRemoteWriteDropped"]["labels"] == {"severity": "warning"}
+    assert "{{ $labels.reason }}" in by_name["CrankshaftRemoteWriteDropped"]["annotations"][
+        "summary"]
+    assert by_name["CrankshaftRemoteWriteBacklog"]["for"] == "15m"
+    for e in alerts:
         assert 'job="crankshaft"' in e["expr"]
 
 
@@ -362,10 +395,10 @@ def test_hysteresis_branch_always_present_so_each_instance_brings_its_own():
 
 def test_hysteresis_joins_on_the_instance_labels_of_labelled_metrics():
     (p,) = entries(AlertRule(P95, 500, None, warning_clear=400, selector="/a.b"))
-    assert "and on (job, instance, endpoint) ALERTS{" in p["expr"]
+    assert "and on (job, instance, vehicle, endpoint) ALERTS{" in p["expr"]
     assert p["expr"].count('{endpoint="/a.b"}') == 2  # both branches watch only /a.b
     (t,) = entries(AlertRule("target_down", None, 0.5, critical_clear=0, for_seconds=90))
-    assert t["expr"].startswith("((1 - crankshaft_target_up) > on (job, instance)")
+    assert t["expr"].startswith("((1 - crankshaft_target_up) > on (job, instance, vehicle)")
     assert t["for"] == "1m30s"
 
 
@@ -385,7 +418,7 @@ def test_render_is_yaml_of_build_with_a_header():
 def test_render_keeps_long_expressions_on_one_line():
     text = render_rules([AlertRule(P95, 500, 1000, warning_clear=400, selector="/x")])
     exprs = [line for line in text.splitlines() if line.strip().startswith("expr:")]
-    assert len(exprs) == 2 + 10  # the two levels, then the health group
+    assert len(exprs) == 2 + 11 + 4  # the two levels, the health group, the fleet group
     assert all(line.rstrip().endswith('alertstate="firing"})') for line in exprs[:2])
 
 
@@ -539,7 +572,8 @@ def test_every_runbook_url_points_at_a_readme_section_that_exists():
     anchors = readme_anchors((REPO / "README.md").read_text())
     doc = yaml.safe_load(COMMITTED.read_text())
     every_metric = [AlertRule(m, 1, 2) for m in alertable_metrics()]
-    rules = [e for g in doc["groups"] + build_rules(every_metric)["groups"] for e in g["rules"]]
+    rules = [e for g in doc["groups"] + build_rules(every_metric)["groups"] for e in g["rules"]
+             if "alert" in e]
     assert len(rules) > 20
     for e in rules:
         base, _, anchor = e["annotations"]["runbook_url"].partition("#")

@@ -212,7 +212,7 @@ def test_alert_rules_renders_a_rule_on_its_prometheus_metric(
     assert cli_main(["alert-rules", "--config", str(path)]) == 0
     rules = yaml.safe_load(capsys.readouterr().out)["groups"][0]["rules"]
     exprs = {r["labels"]["severity"]: r["expr"] for r in rules}
-    join = "on (job, instance) group_left ()"
+    join = "on (job, instance, vehicle) group_left ()"
 
     def expected(level: str) -> str:  # the instance's own published threshold (a fleet)
         where = f'{{metric="widget_level",level="{level}",selector=""}}'
@@ -220,7 +220,8 @@ def test_alert_rules_renders_a_rule_on_its_prometheus_metric(
                   'alertstate="firing"}')
         return (f"(crankshaft_test_widget_level > {join} crankshaft_alert_threshold{where})"
                 f" or (crankshaft_test_widget_level > {join} "
-                f"crankshaft_alert_clear_threshold{where} and on (job, instance) {firing})")
+                f"crankshaft_alert_clear_threshold{where} and on (job, instance, vehicle) "
+                f"{firing})")
 
     assert exprs == {"warning": expected("warning"), "critical": expected("critical")}
     assert {r["labels"]["metric"] for r in rules} == {"widget_level"}
