@@ -20,6 +20,7 @@ import yaml
 
 from exporter.remote_write import protocol
 from tests.helpers import LocalServer, wait_for
+from tests.remote_write import push
 
 SeriesKey = tuple[tuple[str, str], ...]
 
@@ -85,16 +86,7 @@ class Receiver(LocalServer):
 
     def push(self, labels: dict[str, str], timestamp_ms: int, value: float) -> int:
         """Write one sample as another car would; returns the HTTP status."""
-        body = protocol.encode([(tuple(sorted(labels.items())), [(timestamp_ms, value)])])
-        request = urllib.request.Request(self.write_url, data=body, method="POST", headers={
-            "Content-Type": protocol.CONTENT_TYPE, "Content-Encoding": protocol.CONTENT_ENCODING,
-            protocol.VERSION_HEADER[0]: protocol.VERSION_HEADER[1],
-        })
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
+        return push(self.write_url, [(labels, [(timestamp_ms, value)])])[0]
 
 
 class RecordingProxy:

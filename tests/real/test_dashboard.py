@@ -50,12 +50,11 @@ DASHBOARD_PATH = REPO / "grafana" / "crankshaft-exporter.json"
 SCHEMA_DIR = Path(__file__).resolve().parent / "dashboard_schema"
 JOB = "crankshaft"
 VEHICLE = "van-1"
-# Series only a car's remote-write sender produces (and, until every exporter publishes it,
-# the last-collection time): a scraped exporter without remote_write shows no data there, so
+# Series only a car's remote-write sender (or the fleet rules) produces: a scraped exporter
+# without remote_write shows no data there, so
 # the scrape tests only require them to parse; test_fleet_panels_on_remote_written_data runs
 # them on what a car remote-writes.
-SENDER_ONLY = ("crankshaft_remote_write_", "crankshaft_last_collection_timestamp_seconds",
-               "crankshaft:last_seen_timestamp_seconds")
+SENDER_ONLY = ("crankshaft_remote_write_", "crankshaft:last_seen_timestamp_seconds")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 # Grafana's built-in interval variables, as the brief for this check fixes them.
@@ -761,8 +760,8 @@ def sender_series(round_no: int, ts_s: float) -> list[tuple[str, dict[str, str],
 def remote_written(daemon: RunningDaemon, rounds: int, now_ms: int) -> list[tuple]:
     """A car's remote write, taken from a real exporter: its exposition at ``rounds``
     collections 15 s apart, every sample with the car's labels (job, instance, vehicle)
-    and the collection's timestamp, plus what the sender adds where this exporter does not
-    publish it yet (the last-collection time, the sender's self-metrics)."""
+    and the collection's timestamp, plus the sender's self-metrics (this exporter has no
+    remote_write configured)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     series: dict[tuple, list[tuple[int, float]]] = {}
@@ -771,9 +770,10 @@ def remote_written(daemon: RunningDaemon, rounds: int, now_ms: int) -> list[tupl
         text = daemon.request("/metrics/prometheus").text
         samples = [(x.name, dict(x.labels), x.value)
                    for family in text_string_to_metric_families(text) for x in family.samples]
+        # Re-stamped at ts_ms, so the last-collection time says ts_ms too (as a sender's does).
+        samples = [s for s in samples if s[0] != "crankshaft_last_collection_timestamp_seconds"]
+        samples.append(("crankshaft_last_collection_timestamp_seconds", {}, ts_ms / 1000))
         names = {name for name, _, _ in samples}
-        if "crankshaft_last_collection_timestamp_seconds" not in names:
-            samples.append(("crankshaft_last_collection_timestamp_seconds", {}, ts_ms / 1000))
         if not any(n.startswith("crankshaft_remote_write_") for n in names):
             samples += sender_series(round_no + 1, ts_ms / 1000)
         for name, labels, value in samples:

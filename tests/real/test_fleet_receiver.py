@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.config.model import RemoteWriteConfig
 from tests.conftest import REPO, require_tool
 from tests.prometheus_server import PrometheusServer
 from tests.real.test_alert_rules import output, run
@@ -35,7 +36,7 @@ RECEIVER = REPO / "config" / "prometheus-receiver.yml"
 RULES = REPO / "config" / "crankshaft-exporter.rules.yml"
 JOB = "crankshaft"
 WINDOW_S = 2 * 3600  # the shipped out_of_order_time_window
-MAX_SAMPLE_AGE_S = 3600  # the exporter's default max_sample_age
+MAX_SAMPLE_AGE_S = RemoteWriteConfig(url="http://x").max_sample_age  # the default
 
 
 def car(name: str) -> dict[str, str]:
