@@ -268,17 +268,28 @@ class App:
                         on_close=self._streams.release)
 
     def healthz(self, request: Request) -> Response:
-        """Healthy while the collector keeps its schedule (a stuck loop turns this 503)."""
+        """Healthy while the collector keeps its schedule (a stuck loop turns this 503).
+        A target that is not found is "degraded" with the reason, still 200: restarting
+        the exporter (what a liveness probe does on failure) would not bring it back."""
         ep = self.endpoint
         age = ep.seconds_since_last_collection()
         limit = 2 * ep.collection_interval_ms / 1000.0 + 5.0
         healthy = ep.is_collecting() and age is not None and age <= limit
+        miss = ep.target_miss()
+        reasons = [] if miss is None else [miss.text()]
+        if not healthy:
+            reasons.insert(0, "not collecting" if not ep.is_collecting() else
+                           "the last collection is overdue" if age is not None else
+                           "no collection has finished yet")
         doc = {
-            "status": "ok" if healthy else "unhealthy",
+            "status": "unhealthy" if not healthy else "degraded" if reasons else "ok",
             "is_collecting": ep.is_collecting(),
             "seconds_since_last_collection": age,
             "collection_interval_ms": ep.collection_interval_ms,
+            "target": self.settings.target,
             "target_up": ep.target_up(),
+            "target_missing": None if miss is None else miss.as_json(),
+            "reasons": reasons,
         }
         return json_response(doc, 200 if healthy else 503)
 
