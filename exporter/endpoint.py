@@ -164,6 +164,11 @@ class MetricsEndpoint:
         """Whether a sampled target process exists; None if no process is sampled."""
         return self.sources.target_up()
 
+    def measured_by(self) -> dict[str, str]:
+        """Series key -> the running source that measures it (a push of it is refused over
+        HTTP: see :meth:`exporter.http.app.App.record`)."""
+        return self.sources.measured_by()
+
     def target_miss(self) -> TargetMiss | None:
         """Why the target process is not found (what was looked for, the nearest names)."""
         return self.sources.target_miss()

@@ -81,6 +81,10 @@ class SourceSet:
         states = [up for s in self.sources if (up := s.target_up()) is not None]
         return any(states) if states else None
 
+    def measured_by(self) -> dict[str, str]:
+        """Series key -> the name of the running source that measures it."""
+        return {spec.key: s.name for s in self.sources for spec in s.series}
+
     def target_miss(self) -> TargetMiss | None:
         """Why the target is not found, while no source finds it."""
         if self.target_up() is not False:

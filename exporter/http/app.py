@@ -28,7 +28,7 @@ from exporter.history.backfill import check_extra_labels, iter_history
 from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.http.openapi import render_openapi
-from exporter.ingest import BatchError, decode_json, parse_batch
+from exporter.ingest import Batch, BatchError, decode_json, gauge_fields, parse_batch
 from exporter.sources import registry
 from exporter.web import CONTENT_SECURITY_POLICY, HTML_CONTENT_TYPE, REVALIDATE, Dashboard
 
@@ -331,6 +331,7 @@ class App:
             batch = parse_batch(decode_json(request.body))
         except BatchError as e:
             raise HttpError(400, str(e)) from None
+        self._refuse_measured(batch)
         outcome = self.endpoint.record_batch(batch)
         return json_response(
             {
@@ -346,6 +347,24 @@ class App:
                 "dropped_latency_observations": outcome.observations_dropped,  # earlier name
             }
         )
+
+    def _refuse_measured(self, batch: Batch) -> None:
+        """A pushed value would replace a running source's measurement for that tick (a
+        client's 245.8 MiB over the target's real 40 MiB, setting the chart's scale and the
+        history's max): such a batch is refused whole, 409, naming the source, and nothing
+        of it is recorded.  The Python API's record_* calls keep the seed's override."""
+        measured = self.endpoint.measured_by()
+        clashes = [(name, measured[key]) for name, key in _push_fields().items()
+                   if key in batch.gauges and key in measured]
+        if not clashes:
+            return
+        said = "; ".join(f"{name} is measured by the running source {source!r}"
+                         for name, source in clashes)
+        free = [name for name, key in _push_fields().items() if key not in measured]
+        hint = (f"push only what no source measures ({', '.join(free)}, extensions, "
+                "latency_ms)" if free else "push only extensions and latency_ms")
+        raise HttpError(409, f"{said} (target {self.settings.target}); nothing was recorded: "
+                        f"{hint}, or run with target: none to push these yourself")
 
     def _authorize_write(self, request: Request) -> None:
         """Who may write, in this order: a valid token from anywhere; then, with a token
@@ -370,6 +389,11 @@ class App:
             return
         raise HttpError(401, "writing needs the ingest token (Authorization: Bearer TOKEN)",
                         {"WWW-Authenticate": challenge})
+
+
+def _push_fields() -> dict[str, str]:
+    """Ingest field -> series key, e.g. memory_mb -> memory_usage."""
+    return {name: key for name, (key, _) in gauge_fields().items()}
 
 
 def _presented_token(request: Request) -> str | None:
