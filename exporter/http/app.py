@@ -29,6 +29,7 @@ from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.http.openapi import render_openapi
 from exporter.ingest import Batch, BatchError, decode_json, gauge_fields, parse_batch
+from exporter.series import COUNTER
 from exporter.sources import registry
 from exporter.web import CONTENT_SECURITY_POLICY, HTML_CONTENT_TYPE, REVALIDATE, Dashboard
 
@@ -307,12 +308,26 @@ class App:
             for path, methods in self.routes.items()
             if "GET" in methods and path != "/" and path not in self._dashboard.assets
         ]
-        body = self._dashboard.page(__version__, self.settings.target, links)
+        body = self._dashboard.page(__version__, self.settings.target, links,
+                                    self._page_settings())
         return Response(200, body, HTML_CONTENT_TYPE, {
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
             "Cache-Control": REVALIDATE,
             "X-Content-Type-Options": "nosniff",
         })
+
+    def _page_settings(self) -> dict[str, object]:
+        """What the page cannot ask the JSON API: which series count up (drawn as rates per
+        second) and each series' warning/critical thresholds (drawn as lines)."""
+        keys = {spec.key for spec in self.endpoint.store.catalog}
+        counters = sorted(s.key for s in registry.all_series()
+                          if s.kind == COUNTER and s.key in keys)
+        thresholds = {
+            rule.metric: {"warning": rule.warning_threshold, "critical": rule.critical_threshold}
+            for rule in self.endpoint.alert_rules()
+            if rule.enabled and rule.selector is None and rule.metric in keys
+        }
+        return {"counters": counters, "thresholds": thresholds}
 
     def static(self, request: Request) -> Response:
         asset = self._dashboard.assets[request.path]
