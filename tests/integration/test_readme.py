@@ -135,3 +135,26 @@ def test_every_json_series_is_in_readmes_sampled_table(daemon: RunningDaemon) ->
 def test_every_curl_against_localhost_is_in_a_tested_block(line: str) -> None:
     tested = "".join(blocks("api"))
     assert line in tested, "a curl command README shows outside a readme-test: api block"
+
+
+def test_the_config_headers_claim_about_a_missing_file_holds(tmp_path: Path) -> None:
+    header = (REPO / "config" / "exporter.yaml").read_text().split("\n\n")[0]
+    assert "a --config naming a file that cannot be read is an error, exit 78" in header
+    done = subprocess.run([sys.executable, "-m", "exporter", "run", "--listen", "127.0.0.1:0",
+                           "--config", str(tmp_path / "missing.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 78, done.stderr
+    assert "missing.yaml: cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_backfill_recipe_adds_every_label_the_shipped_scrape_config_gives() -> None:
+    import yaml
+
+    scrape = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())["scrape_configs"]
+    given = {"job", "instance"} | {name for job in scrape for static in job["static_configs"]
+                                   for name in static.get("labels", {})}
+    recipe = next(line for line in README.splitlines() if "/metrics/history?label=" in line)
+    added = set(re.findall(r"label=(\w+)=", recipe))
+    assert added == given, (added, given)
+    job = re.search(r"label=job=([\w-]+)", recipe)
+    assert job and job.group(1) in {j["job_name"] for j in scrape}
