@@ -282,6 +282,8 @@ def assert_axes_readable(browser: Browser) -> None:
     for axes in browser.js(AXES_JS):
         assert axes["inside"], axes
         assert axes["y"] and axes["widest"] + 4 <= axes["plotLeft"], axes
+        # ticks on steps the labels can write: 0.25 and 0.75, never 0.3 and 0.8 twice over
+        assert len(set(axes["y"])) == len(axes["y"]), axes
         # a time label centred on a tick at the plot's left edge still fits the canvas
         assert axes["xHalf"] <= axes["plotLeft"], axes
         assert len(axes["x"]) >= 3, axes
