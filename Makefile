@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.runtime-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
@@ -17,10 +18,16 @@ DESTDIR ?=
 
 .PHONY: run test lint tools bench install uninstall clean
 
-# systemd-python (journald tests) compiles against libsystemd: tolerated if it cannot.
-$(STAMP): pyproject.toml
+# `make run` needs only the package and its runtime dependencies; `make test` adds the
+# test tools to the same virtualenv.  systemd-python (journald tests) compiles against
+# libsystemd: tolerated if it cannot.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/pip install --quiet 'systemd-python>=235' || \
 	  echo "note: systemd-python did not build; journald tests will skip" >&2
@@ -30,7 +37,8 @@ $(STAMP): pyproject.toml
 tools:
 	.ci/install-tools
 
-run: $(STAMP)
+# `. .venv/bin/activate` afterwards puts crankshaft-exporter on PATH (README says so).
+run: $(RUN_STAMP)
 	$(BIN)/crankshaft-exporter $(ARGS)
 
 lint: $(STAMP)

@@ -28,7 +28,10 @@ COMMANDS = ("run", "check-config", "default-config", "alert-rules")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crankshaft-exporter",
-        description="The Crankshaft Performance Monitoring System as a Prometheus exporter.",
+        description="The Crankshaft Performance Monitoring System as a Prometheus exporter.\n"
+        "With no COMMAND it runs the daemon: `crankshaft-exporter --target name:crankshaft`\n"
+        "is `crankshaft-exporter run --target name:crankshaft`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="DEBUG, INFO (default), WARNING, ERROR or CRITICAL",
     )
-    run.add_argument("--log-format", choices=["auto", "text", "json", "journal"])
+    run.add_argument(
+        "--log-format",
+        choices=["auto", "text", "json", "journal"],
+        help="auto (default): journald's fields under systemd, else text on stderr",
+    )
     run.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -59,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the process to watch, as target: in the file: self, pid:1234, "
         "pidfile:/run/x.pid, name:crankshaft, cmdline:REGEX, systemd_unit:x.service, none",
     )
+    parser.epilog = _run_options_help(run)
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE", nargs="?")
     check.add_argument(
@@ -83,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="where README.md is published; runbook_url is URL#alert-name (default: README.md)",
     )
     return parser
+
+
+def _run_options_help(run: argparse.ArgumentParser) -> str:
+    """The run command's options, shown by the top-level --help too: running is what a
+    newcomer wants, and ``crankshaft-exporter --listen ...`` means ``run --listen ...``."""
+    formatter = run._get_formatter()
+    formatter.start_section("run options (COMMAND run is the default)")
+    formatter.add_arguments([a for a in run._actions if a.option_strings and a.dest != "help"])
+    formatter.end_section()
+    return formatter.format_help()
 
 
 def _print_problems(problems: list[str]) -> None:

@@ -183,6 +183,9 @@ class Daemon:
             self.config.interval_ms,
             describe_target(self.config),
         )
+        log.info("open %s for the dashboard; the API: %smetrics (JSON), %smetrics/summary, "
+                 "%smetrics/prometheus, %shealthz, all of it described in %sopenapi.yaml",
+                 *[self._base_url()] * 6)
         if self.config.http.web_config is not None:
             log.info("web config %s: %s", self.config.http.web_config_file,
                      self.config.http.web_config.describe())
@@ -237,6 +240,17 @@ class Daemon:
     def _on_reload_signal(self, signum: int, frame: object) -> None:
         self._reload.set()
         self._wake.set()
+
+    def _base_url(self) -> str:
+        """Where a person opens the page: a wildcard address is reached as localhost."""
+        host, port = self.server.server_address[:2]
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        web = self.config.http.web_config
+        scheme = "https" if web is not None and web.tls is not None else "http"
+        return f"{scheme}://{host}:{port}/"
 
     def _status(self) -> str:
         up = self.endpoint.target_up()

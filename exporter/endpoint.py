@@ -36,7 +36,7 @@ from exporter.snapshot import ExpositionSnapshot
 from exporter.sources import registry
 from exporter.sources.base import Source
 from exporter.sources.process import ProcessSource
-from exporter.sources.targets import SelfFinder
+from exporter.sources.targets import SelfFinder, TargetMiss
 from exporter.store import DEFAULT_CAPACITY, MetricStore, StoreSettings
 from exporter.values import DEFAULT_INTERVAL_MS, check_count, check_gauge
 
@@ -163,6 +163,15 @@ class MetricsEndpoint:
     def target_up(self) -> bool | None:
         """Whether a sampled target process exists; None if no process is sampled."""
         return self.sources.target_up()
+
+    def measured_by(self) -> dict[str, str]:
+        """Series key -> the running source that measures it (a push of it is refused over
+        HTTP: see :meth:`exporter.http.app.App.record`)."""
+        return self.sources.measured_by()
+
+    def target_miss(self) -> TargetMiss | None:
+        """Why the target process is not found (what was looked for, the nearest names)."""
+        return self.sources.target_miss()
 
     def _dispatch(self, events: list[AlertEvent]) -> None:
         for event in events:

@@ -218,7 +218,10 @@ def _annotations(rule: AlertRule, severity: str, runbook_base: str) -> dict[str,
         title += " ({{ $labels.endpoint }})"
     if rule.metric == "extension_crashed":
         title += " ({{ $labels.extension }})"
-        description = f"Extension {{{{ $labels.extension }}}} is in state crashed on {WHERE}."
+        # Says what the summary does not: where the state comes from and what clears it.
+        description = ("The extension reported the state crashed (POST /metrics/record or "
+                       "record_extension_status); this resolves when it reports starting, "
+                       "running or stopped.")
     elif rule.metric == "target_down":
         description = (
             f"No target process found on {WHERE}: memory and CPU are not sampled "

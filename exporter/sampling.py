@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.sources.base import Source
+from exporter.sources.targets import TargetMiss
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,16 @@ class SourceSet:
         """Whether the target process exists; None if no source watches one."""
         states = [up for s in self.sources if (up := s.target_up()) is not None]
         return any(states) if states else None
+
+    def measured_by(self) -> dict[str, str]:
+        """Series key -> the name of the running source that measures it."""
+        return {spec.key: s.name for s in self.sources for spec in s.series}
+
+    def target_miss(self) -> TargetMiss | None:
+        """Why the target is not found, while no source finds it."""
+        if self.target_up() is not False:
+            return None
+        return next((m for s in self.sources if (m := s.target_miss()) is not None), None)
 
     def warmup_seconds(self) -> float:
         return max((s.warmup_seconds() for s in self.sources), default=0.0)

@@ -28,7 +28,8 @@ from exporter.history.backfill import check_extra_labels, iter_history
 from exporter.http.coalesce import Coalescer
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.http.openapi import render_openapi
-from exporter.ingest import BatchError, decode_json, parse_batch
+from exporter.ingest import Batch, BatchError, decode_json, gauge_fields, parse_batch
+from exporter.series import COUNTER
 from exporter.sources import registry
 from exporter.web import CONTENT_SECURITY_POLICY, HTML_CONTENT_TYPE, REVALIDATE, Dashboard
 
@@ -268,17 +269,28 @@ class App:
                         on_close=self._streams.release)
 
     def healthz(self, request: Request) -> Response:
-        """Healthy while the collector keeps its schedule (a stuck loop turns this 503)."""
+        """Healthy while the collector keeps its schedule (a stuck loop turns this 503).
+        A target that is not found is "degraded" with the reason, still 200: restarting
+        the exporter (what a liveness probe does on failure) would not bring it back."""
         ep = self.endpoint
         age = ep.seconds_since_last_collection()
         limit = 2 * ep.collection_interval_ms / 1000.0 + 5.0
         healthy = ep.is_collecting() and age is not None and age <= limit
+        miss = ep.target_miss()
+        reasons = [] if miss is None else [miss.text()]
+        if not healthy:
+            reasons.insert(0, "not collecting" if not ep.is_collecting() else
+                           "the last collection is overdue" if age is not None else
+                           "no collection has finished yet")
         doc = {
-            "status": "ok" if healthy else "unhealthy",
+            "status": "unhealthy" if not healthy else "degraded" if reasons else "ok",
             "is_collecting": ep.is_collecting(),
             "seconds_since_last_collection": age,
             "collection_interval_ms": ep.collection_interval_ms,
+            "target": self.settings.target,
             "target_up": ep.target_up(),
+            "target_missing": None if miss is None else miss.as_json(),
+            "reasons": reasons,
         }
         return json_response(doc, 200 if healthy else 503)
 
@@ -296,12 +308,26 @@ class App:
             for path, methods in self.routes.items()
             if "GET" in methods and path != "/" and path not in self._dashboard.assets
         ]
-        body = self._dashboard.page(__version__, self.settings.target, links)
+        body = self._dashboard.page(__version__, self.settings.target, links,
+                                    self._page_settings())
         return Response(200, body, HTML_CONTENT_TYPE, {
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
             "Cache-Control": REVALIDATE,
             "X-Content-Type-Options": "nosniff",
         })
+
+    def _page_settings(self) -> dict[str, object]:
+        """What the page cannot ask the JSON API: which series count up (drawn as rates per
+        second) and each series' warning/critical thresholds (drawn as lines)."""
+        keys = {spec.key for spec in self.endpoint.store.catalog}
+        counters = sorted(s.key for s in registry.all_series()
+                          if s.kind == COUNTER and s.key in keys)
+        thresholds = {
+            rule.metric: {"warning": rule.warning_threshold, "critical": rule.critical_threshold}
+            for rule in self.endpoint.alert_rules()
+            if rule.enabled and rule.selector is None and rule.metric in keys
+        }
+        return {"counters": counters, "thresholds": thresholds}
 
     def static(self, request: Request) -> Response:
         asset = self._dashboard.assets[request.path]
@@ -320,6 +346,7 @@ class App:
             batch = parse_batch(decode_json(request.body))
         except BatchError as e:
             raise HttpError(400, str(e)) from None
+        self._refuse_measured(batch)
         outcome = self.endpoint.record_batch(batch)
         return json_response(
             {
@@ -335,6 +362,24 @@ class App:
                 "dropped_latency_observations": outcome.observations_dropped,  # earlier name
             }
         )
+
+    def _refuse_measured(self, batch: Batch) -> None:
+        """A pushed value would replace a running source's measurement for that tick (a
+        client's 245.8 MiB over the target's real 40 MiB, setting the chart's scale and the
+        history's max): such a batch is refused whole, 409, naming the source, and nothing
+        of it is recorded.  The Python API's record_* calls keep the seed's override."""
+        measured = self.endpoint.measured_by()
+        clashes = [(name, measured[key]) for name, key in _push_fields().items()
+                   if key in batch.gauges and key in measured]
+        if not clashes:
+            return
+        said = "; ".join(f"{name} is measured by the running source {source!r}"
+                         for name, source in clashes)
+        free = [name for name, key in _push_fields().items() if key not in measured]
+        hint = (f"push only what no source measures ({', '.join(free)}, extensions, "
+                "latency_ms)" if free else "push only extensions and latency_ms")
+        raise HttpError(409, f"{said} (target {self.settings.target}); nothing was recorded: "
+                        f"{hint}, or run with target: none to push these yourself")
 
     def _authorize_write(self, request: Request) -> None:
         """Who may write, in this order: a valid token from anywhere; then, with a token
@@ -359,6 +404,11 @@ class App:
             return
         raise HttpError(401, "writing needs the ingest token (Authorization: Bearer TOKEN)",
                         {"WWW-Authenticate": challenge})
+
+
+def _push_fields() -> dict[str, str]:
+    """Ingest field -> series key, e.g. memory_mb -> memory_usage."""
+    return {name: key for name, (key, _) in gauge_fields().items()}
 
 
 def _presented_token(request: Request) -> str | None:

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from exporter.series import SeriesSpec
+from exporter.sources.targets import TargetMiss
 
 
 class SourceError(Exception):
@@ -37,6 +38,10 @@ class Source(ABC):
 
     def target_up(self) -> bool | None:
         """Whether the watched target process exists (None: this source watches none)."""
+        return None
+
+    def target_miss(self) -> TargetMiss | None:
+        """Why the watched target is not found now (None while it is, or none is watched)."""
         return None
 
     def warmup_seconds(self) -> float:

@@ -30,7 +30,7 @@ import psutil
 from exporter.series import SeriesSpec
 from exporter.sources.base import Source
 from exporter.sources.registry import SourceContext, SourceType
-from exporter.sources.targets import ProcessFinder
+from exporter.sources.targets import ProcessFinder, TargetMiss
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,14 @@ class ProcessSource(Source):
         self._known: set[int] = set()
         self.up = False
         self.pids: list[int] = []
+        self.miss: TargetMiss | None = None
         self._remember(*self._read_all())  # prime the CPU counters
 
     def target_up(self) -> bool:
         return self.up
+
+    def target_miss(self) -> TargetMiss | None:
+        return self.miss
 
     def _remember(self, now: float, readings: dict[tuple[int, float], tuple[float, int]]) -> None:
         self._prev_time = now
@@ -213,8 +217,24 @@ class ProcessSource(Source):
                 start, cpu, rss = r
                 readings[(pid, start)] = (cpu, rss)
         self.pids = [key[0] for key in readings]
-        self.up = bool(readings)
+        was_up, self.up = self.up, bool(readings)
+        self._explain(was_up)
         return now, readings
+
+    def _explain(self, was_up: bool) -> None:
+        """Say why the target is missing: in the log when it goes missing (once, not every
+        tick), and for /healthz and the page while it stays missing (nearest names may
+        change, so it is asked again each tick; a missing target is the rare case)."""
+        if self.up:
+            if self.miss is not None:
+                log.info("target %s found again: pid %s", self.finder.describe(),
+                         ", ".join(map(str, self.pids)))
+            self.miss = None
+            return
+        first = self.miss is None
+        self.miss = self.finder.explain()
+        if first or was_up:
+            log.warning("%s; its series are absent until it runs", self.miss.text())
 
     def collect(self) -> Mapping[str, float]:
         prev_time, prev_cpu = self._prev_time, self._prev_cpu

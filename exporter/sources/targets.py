@@ -10,13 +10,14 @@ and says once in the log where there is none.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -25,6 +26,49 @@ log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 TARGET_KINDS = ("self", "pid", "pidfile", "name", "cmdline", "systemd_unit", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMiss:
+    """Why the target was not found, for the log, /healthz and the page: what was looked
+    for, how many processes were there to look at, and the nearest names (a typo in
+    ``--target name:...`` is the usual cause, as an unknown key is in a config file)."""
+
+    looked_for: str
+    processes_seen: int
+    detail: str
+    nearest: tuple[str, ...] = field(default=())
+
+    def text(self) -> str:
+        hint = f"; nearest names: {', '.join(self.nearest)}" if self.nearest else ""
+        return (f"target {self.looked_for} not found: {self.detail} "
+                f"({self.processes_seen} processes seen){hint}")
+
+    def as_json(self) -> dict[str, object]:
+        return {"looked_for": self.looked_for, "processes_seen": self.processes_seen,
+                "detail": self.detail, "nearest": list(self.nearest), "message": self.text()}
+
+
+def nearest_names(wanted: str, names: Iterable[str], n: int = 3) -> tuple[str, ...]:
+    """The closest few distinct names (difflib, as check-config suggests config keys)."""
+    return tuple(difflib.get_close_matches(wanted, sorted(set(names)), n=n, cutoff=0.6))
+
+
+def _process_names() -> list[str]:
+    """The names of every live process but this one (psutil completes truncated names)."""
+    me = os.getpid()
+    names = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.pid != me and proc.info.get("name"):
+            names.append(proc.info["name"])
+    return names
+
+
+def _count_processes() -> int:
+    try:
+        return len(psutil.pids())
+    except (psutil.Error, OSError):
+        return 0
 
 
 class ProcessFinder(ABC):
@@ -36,6 +80,10 @@ class ProcessFinder(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Human-readable target, for logs and the target_info metric."""
+
+    def explain(self) -> TargetMiss:
+        """Why ``find`` came back empty (asked only then: it may scan the process table)."""
+        return TargetMiss(self.describe(), _count_processes(), "no matching process is running")
 
 
 class SelfFinder(ProcessFinder):
@@ -68,6 +116,10 @@ class PidFinder(ProcessFinder):
     def describe(self) -> str:
         return f"pid {self.pid}"
 
+    def explain(self) -> TargetMiss:
+        return TargetMiss(self.describe(), _count_processes(),
+                          f"no running process has pid {self.pid}")
+
 
 class PidfileFinder(ProcessFinder):
     """Re-reads the pidfile every tick, so a restarted daemon's new PID is picked up."""
@@ -88,6 +140,19 @@ class PidfileFinder(ProcessFinder):
 
     def describe(self) -> str:
         return f"pidfile {self.path}"
+
+    def explain(self) -> TargetMiss:
+        try:
+            text = self.path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError as e:
+            detail = f"cannot read {self.path}: {e.strerror or e}"
+        else:
+            first = text.split(maxsplit=1)[0] if text else ""
+            if not first.isdigit() or int(first) < 1:
+                detail = f"{self.path} holds no pid (it starts with {first[:20]!r})"
+            else:
+                detail = f"pid {int(first)} from {self.path} is not running"
+        return TargetMiss(self.describe(), _count_processes(), detail)
 
 
 def _other_pids_where(attr: str, matches: Callable[[object], bool]) -> list[int]:
@@ -120,6 +185,11 @@ class NameFinder(ProcessFinder):
     def describe(self) -> str:
         return f"name {self.name}"
 
+    def explain(self) -> TargetMiss:
+        names = _process_names()
+        return TargetMiss(self.describe(), len(names), f"no running process is named "
+                          f"{self.name!r}", nearest_names(self.name, names))
+
 
 class CmdlineFinder(ProcessFinder):
     """Processes whose full command line (arguments joined by spaces) matches a regex."""
@@ -140,6 +210,10 @@ class CmdlineFinder(ProcessFinder):
 
     def describe(self) -> str:
         return f"cmdline /{self.regex.pattern}/"
+
+    def explain(self) -> TargetMiss:
+        return TargetMiss(self.describe(), _count_processes(),
+                          "no running process's command line matches the regex")
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -204,6 +278,26 @@ class SystemdUnitFinder(ProcessFinder):
     def describe(self) -> str:
         return f"systemd unit {self.unit}"
 
+    def explain(self) -> TargetMiss:
+        if not self.root.is_dir():
+            detail = f"no cgroup tree at {self.root} (systemd units need Linux cgroups)"
+            return TargetMiss(self.describe(), _count_processes(), detail)
+        if self._dir is None or not self._dir.exists():
+            units = self._unit_names()
+            return TargetMiss(self.describe(), _count_processes(),
+                              f"no cgroup named {self.unit} under {self.root} (the unit is not "
+                              "running, or has another name)", nearest_names(self.unit, units))
+        return TargetMiss(self.describe(), _count_processes(),
+                          f"the unit's cgroup {self._dir} holds no process (stopped?)")
+
+    def _unit_names(self) -> list[str]:
+        names: list[str] = []
+        for dirpath, dirnames, _ in os.walk(self.root):
+            names += [d for d in dirnames if d.endswith((".service", ".scope"))]
+            if dirpath.count(os.sep) - str(self.root).count(os.sep) >= 3:
+                dirnames.clear()
+        return names
+
 
 class SharedFinder(ProcessFinder):
     """One finder for every source of a tick: the sources read back to back, so a listing
@@ -223,6 +317,9 @@ class SharedFinder(ProcessFinder):
 
     def describe(self) -> str:
         return self.finder.describe()
+
+    def explain(self) -> TargetMiss:
+        return self.finder.explain()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ page is relative (``static/app.js``, ``metrics/alerts``), so it keeps working be
 basic auth or a reverse proxy that serves the exporter under a path prefix.
 
 The page is a template only for what the server knows and the browser cannot ask for: the
-version, the target's description and the list of routes.  Live data is fetched by
+version, the target's description, the list of routes, and (as JSON in the body's
+``data-settings``) which series are counters, shown as rates, and the alert thresholds
+drawn on the charts.  Live data is fetched by
 ``static/app.js`` from the JSON API (``healthz``, ``metrics/summary``, ``metrics/alerts``,
 ``metrics?last_n=N``).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -96,7 +99,7 @@ class Dashboard:
         self.assets = load_assets()
         template = resources.files(__name__).joinpath("index.html").read_text("utf-8")
         self._template = Template(_ASSET_REF.sub(self._versioned, template))
-        self._cache: tuple[tuple[str, str, tuple[str, ...]], bytes] | None = None
+        self._cache: tuple[tuple[str, str, tuple[str, ...], str], bytes] | None = None
 
     def _versioned(self, match: re.Match[str]) -> str:
         name = match["name"]
@@ -105,9 +108,12 @@ class Dashboard:
             raise RuntimeError(f"exporter/web/index.html refers to a missing static/{name}")
         return f'{match["attr"]}static/{name}?v={asset.version}"'
 
-    def page(self, version: str, target: str, links: list[str]) -> bytes:
-        """The HTML page; ``links`` are route paths relative to the page (``metrics/csv``)."""
-        key = (version, target, tuple(links))
+    def page(self, version: str, target: str, links: list[str],
+             settings: dict[str, object] | None = None) -> bytes:
+        """The HTML page; ``links`` are route paths relative to the page (``metrics/csv``);
+        ``settings`` is what app.js reads at start (counters, thresholds)."""
+        data = json.dumps(settings or {}, sort_keys=True)
+        key = (version, target, tuple(links), data)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         items = "\n".join(
@@ -115,7 +121,8 @@ class Dashboard:
             for link in links
         )
         body = self._template.substitute(
-            version=html.escape(version), target=html.escape(target), links=items
+            version=html.escape(version), target=html.escape(target), links=items,
+            settings=html.escape(data),
         ).encode()
         self._cache = (key, body)
         return body

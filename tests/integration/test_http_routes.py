@@ -277,6 +277,11 @@ def histograms(fams: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# What the daemon watching itself measures no source for: everything but memory and CPU.
+UNMEASURED: dict[str, Any] = {k: v for k, v in BATCH.items()
+                              if k not in ("memory_mb", "cpu_percent")}
+
+
 # --- fixtures ----------------------------------------------------------------------------
 
 
@@ -285,7 +290,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
     """One daemon for the read-only checks, fed BATCH once and past a few ticks."""
     d = start_daemon(tmp_path_factory.mktemp("routes"), "--interval", "0.25")
     try:
-        r = d.post_json("/metrics/record", BATCH)
+        r = d.post_json("/metrics/record", UNMEASURED)
         assert r.status == 200, r.body
         poll(lambda: get_json(d, "/metrics"),
              lambda m: m["websocket_active"]["latest"] == 8 and m["latency"]["sample_count"] >= 1
@@ -298,8 +303,9 @@ def live(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def fresh(daemon_factory) -> RunningDaemon:
-    """A daemon of our own, for tests whose pushes would disturb the others."""
-    return daemon_factory("--interval", "0.3")
+    """A daemon of our own, for tests whose pushes would disturb the others; it watches no
+    process, so that memory and CPU may be pushed (a measured series is refused: 409)."""
+    return daemon_factory("--interval", "0.3", "--target", "none")
 
 
 @pytest.fixture
@@ -640,6 +646,25 @@ def test_recorded_batch_shows_everywhere(fresh: RunningDaemon) -> None:
                             "crankshaft_websocket_connections_total") == 152
         assert sample_value(fams["crankshaft_request_latency_ms"],
                             "crankshaft_request_latency_ms") == summary["avg_latency_ms"]
+
+
+def test_a_push_of_a_measured_series_is_refused_and_records_nothing(
+        daemon: RunningDaemon) -> None:
+    poll(lambda: daemon.request("/healthz").status, lambda s: s == 200, "the first tick")
+    r = daemon.post_json("/metrics/record", BATCH)
+    assert r.status == 409
+    error = r.json()["error"]
+    assert "memory_mb is measured by the running source 'process'" in error
+    assert "cpu_percent is measured by the running source 'process'" in error
+    assert "target self" in error and "active_connections" in error
+    before = get_json(daemon, "/metrics")
+    tick = before["memory"]["samples"][-1]["timestamp"]
+    after = poll(lambda: get_json(daemon, "/metrics"),
+                 lambda m: m["memory"]["samples"][-1]["timestamp"] != tick, "the next tick")
+    assert BATCH["memory_mb"] not in [s["value"] for s in after["memory"]["samples"]]
+    assert after["extensions"] == {} and after["websocket_active"]["sample_count"] == 0
+    # What no source measures is taken from the same daemon.
+    assert daemon.post_json("/metrics/record", UNMEASURED).status == 200
 
 
 def test_repeated_batches_accumulate_counts(fresh: RunningDaemon) -> None:

@@ -109,7 +109,7 @@ def test_basic_auth_and_the_ingest_token_together(daemon_factory, tmp_path: Path
     cfg.write_text(f"interval: 1s\nhttp:\n  web_config_file: {web_file.name}\n"
                    "  ingest_token_file: token\n")
     d: RunningDaemon = daemon_factory("--config", str(cfg))
-    batch = {"memory_mb": 5}
+    batch = {"active_connections": 5}
     assert d.post_json("/metrics/record", batch).status == 401  # no user
     r = d.post_json("/metrics/record", batch, basic("prom", "s3cret"))
     assert r.status == 401 and r.headers["www-authenticate"].startswith("Bearer")

@@ -276,3 +276,23 @@ def test_page_names_the_configured_target_escaped_and_follows_a_reload(
     os.kill(d.pid, signal.SIGHUP)
     wait_for(lambda: '<span id="target">none (values are pushed)</span>'
              in d.request("/").text, "the page to name the reloaded target")
+
+
+def test_page_settings_name_the_counters_and_the_configured_thresholds(
+        live: RunningDaemon, page: Markup) -> None:
+    """What app.js cannot ask the JSON API: which series count up (drawn as rates) and each
+    series' warning/critical thresholds (drawn as lines), as the running config says."""
+    import json
+
+    body = next(a for t, a in page.tags if t == "body")
+    settings = json.loads(body["data-settings"] or "")
+    doc = live.request("/metrics").json()
+    names = {v["name"]: k for k, v in doc.items() if isinstance(v, dict) and "samples" in v}
+    assert sorted(names[n] for n in settings["counters"]) == sorted([
+        "involuntary_context_switches", "io_read_bytes", "io_written_bytes",
+        "voluntary_context_switches", "websocket_total"])
+    # The built-in defaults: the seed's thresholds, per series key (per-endpoint rules and
+    # rules on what is no series, such as target_down, are not drawn).
+    assert settings["thresholds"]["memory_usage"] == {"warning": 1536.0, "critical": 2048.0}
+    assert settings["thresholds"]["request_latency"] == {"warning": 500.0, "critical": 1000.0}
+    assert "target_down" not in settings["thresholds"]

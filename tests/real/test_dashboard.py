@@ -291,6 +291,57 @@ def test_dashboard_is_importable_json_with_inputs_and_requires() -> None:
     assert dsvar["current"]["value"] == "${DS_PROMETHEUS}"
 
 
+# How Grafana picks a data-source variable's option from the dashboard's saved ``current``
+# (options are the data sources of the plugin: label = name, value = uid):
+# - scenes (grafana/scenes MultiValueVariable.getStateUpdateGivenNewOptions and
+#   findOptionMatchingCurrent): the option whose value equals current.value, else the one
+#   whose label equals current.text, else the first option;
+# - the older templating (grafana/grafana public/app/features/variables/state/actions.ts,
+#   validateVariableSelectionState): the option whose text equals current.text, else the
+#   first.
+# A dashboard loaded by file provisioning is not run through __inputs (grafana#20998): its
+# ${DS_PROMETHEUS} stays literal.  Importing replaces every "${DS_PROMETHEUS}" in the JSON
+# with the chosen data source's uid (pkg/services/dashboardimport/utils,
+# DashTemplateEvaluator.evalValue).
+
+def scenes_pick(current: dict[str, str], options: list[tuple[str, str]]) -> str:
+    by_text = None
+    for label, uid in options:
+        if uid == current["value"]:
+            return uid
+        if label == current["text"]:
+            by_text = by_text or uid
+    return by_text or options[0][1]
+
+
+def legacy_pick(current: dict[str, str], options: list[tuple[str, str]]) -> str:
+    return next((uid for label, uid in options if label == current["text"]), options[0][1])
+
+
+def imported(doc: Any, uid: str) -> Any:
+    """The dashboard as Grafana's import leaves it: every ${DS_PROMETHEUS} replaced."""
+    return json.loads(json.dumps(doc).replace("${DS_PROMETHEUS}", uid))
+
+
+def test_provisioned_dashboard_selects_the_provisioned_data_source() -> None:
+    d = load_dashboard()
+    (source,) = yaml.safe_load((REPO / "grafana" / "provisioning" / "datasources" /
+                                "crankshaft-prometheus.yml").read_text())["datasources"]
+    # Another Prometheus listed first (and the default): what Grafana fell back to before.
+    options = [("Prometheus", "other-default"), (source["name"], source["uid"])]
+    current = variables(d)["datasource"]["current"]
+    assert scenes_pick(current, options) == source["uid"]
+    assert legacy_pick(current, options) == source["uid"]
+    # Imported instead, choosing another data source: the choice wins (scenes matches the
+    # uid the import wrote), and every panel query uses the variable, not a fixed uid.
+    chosen = imported(d, "fleet-prom")
+    current = variables(chosen)["datasource"]["current"]
+    assert scenes_pick(current, [*options, ("Fleet Prometheus", "fleet-prom")]) == "fleet-prom"
+    uids = {json.dumps(t.get("datasource")) for p in walk_panels(d["panels"])
+            for t in p.get("targets", [])}
+    assert uids == {json.dumps({"type": "prometheus", "uid": "${datasource}"})}, uids
+
+
 def test_template_variables() -> None:
     v = variables(load_dashboard())
     assert variable_query(v["job"]) == "label_values(crankshaft_exporter_build_info, job)"
@@ -976,3 +1027,12 @@ def test_grafana_provisioning_files_load_the_dashboard_from_prometheus() -> None
     for path in ("grafana/provisioning/datasources/crankshaft-prometheus.yml",
                  "grafana/provisioning/dashboards/crankshaft-exporter.yml"):
         assert path in readme
+
+
+def test_no_value_texts_fit_their_panels() -> None:
+    """A no-value text is a short hint (a stat panel 4 wide shows about 45 characters in
+    its box); the detail is in the panel's description, which the (i) icon shows."""
+    for p in walk_panels(load_dashboard()["panels"]):
+        text = p.get("fieldConfig", {}).get("defaults", {}).get("noValue", "")
+        room = 45 if p["type"] == "stat" else 60
+        assert len(text) <= room, (p["title"], p["type"], len(text), text)

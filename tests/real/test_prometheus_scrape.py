@@ -124,7 +124,8 @@ def test_promtool_check_metrics_finds_only_the_seed_unit_names(
     daemon_factory, path: str, accept: str | None
 ) -> None:
     promtool = require_tool("promtool")
-    daemon = daemon_factory("--interval", "1")
+    # No target: memory and CPU are pushed here (a daemon measuring them refuses that, 409).
+    daemon = daemon_factory("--interval", "1", "--target", "none")
     # Every family with samples: gauges, counter, histogram, extension states, alerts.
     push(daemon, {
         "memory_mb": 256.5, "cpu_percent": 45.3, "active_connections": 12,

@@ -25,6 +25,8 @@ import hashlib
 import http.client
 import importlib.util
 import json
+import re
+import subprocess
 import tempfile
 import threading
 import urllib.error
@@ -51,6 +53,10 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage", "--window-size=1366,768", "--hide-scrollbars",
 )
 SEED_SERIES = ["memory", "cpu", "websocket_active", "websocket_total", "latency"]
+TIME_24H = re.compile(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?")
+COUNTER_UNITS = {"io_read_bytes": {"B/s", "KiB/s", "MiB/s"},
+                 "io_written_bytes": {"B/s", "KiB/s", "MiB/s"},
+                 "voluntary_context_switches": {"/s"}, "involuntary_context_switches": {"/s"}}
 REFRESH_DEADLINE_S = 30.0  # a few of the page's 5 s refreshes
 BATCH = {
     "latency_ms": {"/api/media/play": [42.1, 95.3, 38.0], "/api/settings/get": [15.2, 17.9]},
@@ -75,6 +81,43 @@ for (let i = 0; i < data.length; i += 4) {
       Math.abs(data[i + 1] - rgb[1]) < 10 && Math.abs(data[i + 2] - rgb[2]) < 10) n++;
 }
 return n;
+"""
+# Pixels of the stylesheet's colour ``arguments[1]`` (a CSS variable) on a card's canvas:
+# only a threshold line is drawn in the warning/critical colours.
+VAR_PIXELS_JS = """
+const card = document.querySelector(`.card[data-series="${arguments[0]}"]`);
+const canvas = card && card.querySelector("canvas");
+if (!canvas) return -1;
+const probe = document.createElement("div");
+probe.style.color = `var(${arguments[1]})`;
+document.body.append(probe);
+const rgb = getComputedStyle(probe).color.match(/\\d+/g).map(Number);
+probe.remove();
+const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+let n = 0;
+for (let i = 0; i < data.length; i += 4) {
+  if (data[i + 3] > 200 && Math.abs(data[i] - rgb[0]) < 12 &&
+      Math.abs(data[i + 1] - rgb[1]) < 12 && Math.abs(data[i + 2] - rgb[2]) < 12) n++;
+}
+return n;
+"""
+# Every chart's axis labels as the page drew them, measured by the test in the axis font,
+# against the room left of the plot (the y labels) and the card's box.
+AXES_JS = """
+const ctx = document.createElement("canvas").getContext("2d");
+ctx.font = "11px system-ui, sans-serif";
+return [...document.querySelectorAll(".card")].filter((c) => c.querySelector("canvas"))
+  .map((c) => {
+    const plot = c.querySelector(".plot").getBoundingClientRect();
+    const card = c.getBoundingClientRect();
+    const y = JSON.parse(c.dataset.yLabels || "[]");
+    const x = JSON.parse(c.dataset.xLabels || "[]");
+    return {key: c.dataset.series, unit: c.dataset.unit, thresholds: c.dataset.thresholds,
+      y, x, plotLeft: Number(c.dataset.plotLeft),
+      widest: Math.max(0, ...y.map((v) => ctx.measureText(String(v)).width)),
+      xHalf: Math.max(0, ...x.map((v) => ctx.measureText(String(v)).width)) / 2,
+      inside: plot.left >= card.left && plot.right <= card.right + 0.5};
+  });
 """
 CARDS_JS = """
 return [...document.querySelectorAll(".card")].map((c) => ({
@@ -121,6 +164,13 @@ class Browser:
     def drawn_pixels(self, key: str) -> int:
         return int(self.js(DRAWN_PIXELS_JS, key))
 
+    def pixels_of(self, key: str, variable: str) -> int:
+        return int(self.js(VAR_PIXELS_JS, key, variable))
+
+    def document_fits(self) -> bool:
+        return bool(self.js("""const e = document.documentElement;
+            return e.scrollWidth <= e.clientWidth"""))
+
     def collect_logs(self) -> None:
         """Browser console entries and every URL the page requested, so far."""
         self.console += self.driver.get_log("browser")
@@ -146,8 +196,8 @@ class Browser:
               const u = p.querySelector('.u-wrap');
               return !u || Math.abs(u.getBoundingClientRect().width - p.clientWidth) < 2;
             });"""), "the charts to fit the new viewport")
-        assert self.js("""const e = document.documentElement;
-            return e.scrollWidth <= e.clientWidth""")
+        assert self.document_fits(), f"the page is wider than {width} px"
+        assert_axes_readable(self)
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}-{width}x{height}.png"
         assert self.driver.save_screenshot(str(path)), path
@@ -226,6 +276,27 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
         d.stop()
 
 
+def assert_axes_readable(browser: Browser) -> None:
+    """Every chart's y labels fit left of its plot (none clipped), its plot inside its card,
+    and its x axis has several 24-hour labels."""
+    for axes in browser.js(AXES_JS):
+        assert axes["inside"], axes
+        assert axes["y"] and axes["widest"] + 4 <= axes["plotLeft"], axes
+        # ticks on steps the labels can write: 0.25 and 0.75, never 0.3 and 0.8 twice over
+        assert len(set(axes["y"])) == len(axes["y"]), axes
+        # a time label centred on a tick at the plot's left edge still fits the canvas
+        assert axes["xHalf"] <= axes["plotLeft"], axes
+        assert len(axes["x"]) >= 3, axes
+        assert all(TIME_24H.fullmatch(label) for label in axes["x"]), axes
+
+
+def shown_and_absent(stored: dict[str, list[int]]) -> tuple[list[str], list[str]]:
+    """The cards the page should show (the seed's series, and any other with samples) and
+    the series it names in one line instead (a sensor this machine lacks)."""
+    shown = [k for k in stored if stored[k] or k in SEED_SERIES]
+    return shown, [k for k in stored if k not in shown]
+
+
 def daemon_samples(d: RunningDaemon) -> dict[str, list[int]]:
     doc = d.request("/metrics").json()
     assert isinstance(doc, dict)
@@ -259,7 +330,13 @@ def test_dashboard_draws_the_daemons_history_and_shows_a_new_alert_within_one_re
     stored = daemon_samples(live)
     # One card per series of the document, in its order: the seed's first, then what the
     # default sources add (process detail here; board health where the board has sensors).
-    assert [c["key"] for c in cards] == list(stored)
+    # A series with no sample at all (no sensor here) has no card: one line names it.
+    shown, absent = shown_and_absent(stored)
+    assert [c["key"] for c in cards] == shown
+    note = browser.js("const n = document.getElementById('absent');"
+                      "return [n.hidden, n.dataset.series || '', n.textContent]")
+    assert note[0] == (not absent) and note[1].split() == absent, note
+    assert all(c["samples"] for c in cards if c["key"] not in SEED_SERIES), cards
     assert [c["key"] for c in cards][: len(SEED_SERIES)] == SEED_SERIES
     assert [c["title"] for c in cards][: len(SEED_SERIES)] == [
         "Memory (RSS)", "CPU", "Active connections", "Total connections", "Request latency"]
@@ -292,6 +369,18 @@ def test_dashboard_draws_the_daemons_history_and_shows_a_new_alert_within_one_re
     assert states == BATCH["extensions"]
     target = browser.js("return document.getElementById('target-state').textContent")
     assert target == "up"
+    assert browser.js("return document.getElementById('target-banner').hidden")
+    # Units a person reads: memory in MiB (the JSON's "MB"), counters as rates per second.
+    latest = browser.js("""return Object.fromEntries([...document.querySelectorAll('.card')]
+        .map((c) => [c.dataset.series, [c.dataset.unit, c.querySelector('.latest').textContent,
+                                        c.querySelector('.stats').textContent]]))""")
+    assert latest["memory"][0] == "MiB" and latest["memory"][1].endswith(" MiB"), latest
+    assert "MB" not in latest["memory"][2]
+    for key, units in COUNTER_UNITS.items():
+        if key in latest:
+            assert latest[key][0] in units, (key, latest[key])
+    header_time = browser.js("return document.getElementById('updated').textContent")
+    assert TIME_24H.fullmatch(header_time), header_time
 
     # An alert pushed through the ingest route: latency above the seed's critical 1000 ms.
     # It stays active while no new observation arrives, so the page cannot miss it.
@@ -311,10 +400,17 @@ def test_dashboard_draws_the_daemons_history_and_shows_a_new_alert_within_one_re
     assert shown[0]["level"] == "CRITICAL"  # critical alerts come first
     latency_card = next(c for c in browser.cards() if c["key"] == "latency")
     assert "critical" in latency_card["classes"].split()
+    # The latency rule's lines: 1,500 ms brings the critical 1,000 into the chart's range.
+    axes = {a["key"]: a for a in browser.js(AXES_JS)}
+    assert "critical:1000" in axes["latency"]["thresholds"].split(), axes["latency"]
+    assert browser.pixels_of("latency", "--crit") > 50
+    assert "ms" in next(a for a in shown if a["metric"] == "request_latency")["text"]
     assert browser.js("return document.title").startswith("(")
 
     browser.screenshot("dashboard", 800, 480)
+    browser.screenshot("dashboard", 1280, 900)
     browser.screenshot("dashboard", 1366, 768)
+    browser.screenshot("dashboard-phone", 390, 844)
     # A head unit at night: the dark scheme, charts redrawn in its colours.
     colour_js = """return [document.querySelector('.card[data-series="memory"]').dataset.color,
         getComputedStyle(document.documentElement).getPropertyValue('--chart-1').trim()]"""
@@ -418,7 +514,7 @@ def test_dashboard_behind_a_path_prefix_draws_a_series_it_was_never_told_about(
     browser.wait_refreshes(2)
 
     cards = browser.cards()
-    assert [c["key"] for c in cards] == [*daemon_samples(live), EXTRA_KEY]
+    assert [c["key"] for c in cards] == [*shown_and_absent(daemon_samples(live))[0], EXTRA_KEY]
     extra = cards[-1]
     assert extra["title"] == "CPU temperature"
     memory = cards[0]
@@ -511,3 +607,32 @@ def test_dashboard_over_tls_with_basic_auth(browser: Browser, pki: tuple[CA, Pai
     finally:
         driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
         d.stop()
+
+
+# --- a target that is not found ----------------------------------------------------------------
+
+
+def test_a_missing_target_says_why_in_a_banner(browser: Browser, tmp_path: Path) -> None:
+    """A typo'd --target: the page's banner says what was looked for and the nearest name,
+    as /healthz does, and the page still fits a phone."""
+    exe = tmp_path / "csheadunitd"
+    exe.write_bytes(Path("/bin/sleep").read_bytes())
+    exe.chmod(0o755)
+    target = subprocess.Popen([str(exe), "600"])
+    d = start_daemon(tmp_path, "--interval", "1", "--target", "name:csheadunit")
+    try:
+        poll(lambda: d.request("/healthz").json(), lambda h: h["status"] == "degraded",
+             "the daemon to miss its target")
+        browser.open(d.url + "/", 390, 844)
+        banner = browser.js("const b = document.getElementById('target-banner');"
+                            "return [b.hidden, b.textContent]")
+        assert banner[0] is False, banner
+        assert "target name csheadunit not found" in banner[1]
+        assert "nearest names: csheadunitd" in banner[1]
+        assert browser.js("return document.getElementById('target-state').textContent") == "down"
+        browser.screenshot("dashboard-target-down", 390, 844)
+        browser.screenshot("dashboard-target-down", 800, 480)
+    finally:
+        d.stop()
+        target.kill()
+        target.wait()

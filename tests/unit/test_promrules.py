@@ -195,8 +195,11 @@ def test_annotations_name_the_instance_vehicle_unit_and_runbook():
     assert p["annotations"]["summary"] == f"slow ({{{{ $labels.endpoint }}}}) on {where}"
     assert p["annotations"]["description"].startswith("p95 latency of {{ $labels.endpoint }} is")
     (x,) = entries(AlertRule(EXT, None, 0))
+    # The description adds to the summary (which names the extension and the instance).
+    assert x["annotations"]["summary"].endswith(f"({{{{ $labels.extension }}}}) on {where}")
     assert x["annotations"]["description"] == (
-        f"Extension {{{{ $labels.extension }}}} is in state crashed on {where}."
+        "The extension reported the state crashed (POST /metrics/record or "
+        "record_extension_status); this resolves when it reports starting, running or stopped."
     )
     (c,) = entries(AlertRule("cpu_usage", 70, None))
     assert '{{ $value | printf "%.1f" }}% on' in c["annotations"]["description"]

@@ -8,6 +8,11 @@
  * History is fetched once per range (?last_n= enough samples to cover it), then only what
  * is new since the previous refresh, merged by timestamp: a 24 h view on a small board
  * costs a few hundred bytes per refresh, not the whole history again.
+ *
+ * What the JSON API does not say comes from the page's settings (body data-settings): which
+ * series are counters (running totals, drawn as rates per second: KiB/s, /s) and each
+ * series' warning and critical thresholds (dashed lines on its chart).  Times are 24-hour
+ * everywhere; memory, which the seed labels "MB", is shown as the MiB it is.
  */
 "use strict";
 
@@ -17,6 +22,8 @@
   const DEFAULT_RANGE = "1h";
   // The seed's series, in the seed's order; anything else follows in document order.
   const SEED_ORDER = ["memory", "cpu", "websocket_active", "websocket_total", "latency"];
+  // The seed's series read from the target process (the others are pushed or counted).
+  const TARGET_SERIES = ["memory", "cpu"];
   const TITLES = {
     memory: "Memory (RSS)",
     cpu: "CPU",
@@ -26,8 +33,22 @@
   };
   // A gap this many intervals long between samples is drawn as a gap, not a line.
   const GAP_INTERVALS = 2.5;
+  // The seed's unit names, as a person reads them (the value is RSS / 1024 / 1024).
+  const DISPLAY_UNITS = { MB: "MiB", KB: "KiB", kB: "KiB", GB: "GiB" };
+  const AXIS_FONT = "11px system-ui, sans-serif";
+  const X_LABEL_HALF = 30; // px: half of "00:00:00" in AXIS_FONT, and a little room
 
   const $ = (sel) => document.querySelector(sel);
+
+  function readSettings() {
+    try {
+      const doc = JSON.parse(document.body.dataset.settings || "{}");
+      return { counters: new Set(doc.counters || []), thresholds: doc.thresholds || {} };
+    } catch (err) {
+      return { counters: new Set(), thresholds: {} };
+    }
+  }
+  const SETTINGS = readSettings();
 
   const state = {
     range: DEFAULT_RANGE,
@@ -50,8 +71,13 @@
   function fmtNum(v) {
     if (v === null || v === undefined || !Number.isFinite(v)) return "–";
     const a = Math.abs(v);
+    if (a >= 1e6) return v.toLocaleString(undefined, { notation: "compact", maximumFractionDigits: 1 });
     const digits = a >= 100 ? 0 : a >= 10 ? 1 : 2;
     return v.toLocaleString(undefined, { maximumFractionDigits: digits });
+  }
+
+  function displayUnit(unit) {
+    return DISPLAY_UNITS[unit] || unit;
   }
 
   function fmtValue(v, unit) {
@@ -73,8 +99,14 @@
     return `${s} s`;
   }
 
+  // One time format for the header, the cursor and the axes: 24-hour.
+  const TIME_S = new Intl.DateTimeFormat(undefined,
+    { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  const TIME_M = new Intl.DateTimeFormat(undefined,
+    { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+
   function fmtTime(ms) {
-    return new Date(ms).toLocaleTimeString(undefined, { hour12: false });
+    return TIME_S.format(new Date(ms));
   }
 
   const ACRONYMS = new Set(["cpu", "gpu", "io", "rss", "soc"]);
@@ -166,13 +198,22 @@
 
   // Amounts read best from zero (half the memory is half the bar); any other unit (a
   // temperature around 50 °C, a voltage) is scaled to its data.
-  const FROM_ZERO_UNITS = new Set(["MB", "KB", "kB", "GB", "bytes", "B", "%", "ms", "s",
-    "count", "1/s", "/s"]);
+  const FROM_ZERO_UNITS = new Set(["MB", "KB", "kB", "GB", "MiB", "KiB", "GiB", "bytes", "B",
+    "%", "ms", "s", "count", "1/s", "/s", "B/s", "KiB/s", "MiB/s"]);
+  // Whole things (threads, connections) get whole ticks: 0, 2, 4, not 0, 2.5, 5.
+  const WHOLE_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3,
+    1e4, 2e4, 2.5e4, 5e4, 1e5, 2e5, 2.5e5, 5e5, 1e6, 2e6, 2.5e6, 5e6, 1e7, 2e7, 5e7, 1e8,
+    2e8, 5e8, 1e9];
 
-  function yRange(unit) {
+  function yRange(unit, limits) {
     return (u, lo, hi) => {
       if (lo === null || hi === null || !Number.isFinite(lo) || !Number.isFinite(hi)) {
         return [0, 1];
+      }
+      // A threshold not far above the data is brought into view, so its line shows how
+      // close the value is; one far above would flatten the data into a line at the bottom.
+      for (const t of limits) {
+        if (t > hi && t <= Math.max(hi, 0) * 1.6) hi = t;
       }
       const spread = hi - lo;
       const fromZero = lo >= 0 && FROM_ZERO_UNITS.has(unit);
@@ -183,15 +224,118 @@
     };
   }
 
-  // Tick labels with as many decimals as the tick step needs (244.5, not 244 twice).
-  function axisValues(u, splits, axisIdx, space, incr) {
-    const digits = Math.min(6, Math.max(0, -Math.floor(Math.log10(incr || 1))));
-    return splits.map((v) => v.toLocaleString(undefined, {
-      minimumFractionDigits: digits, maximumFractionDigits: digits,
-    }));
+  // Decimals that write the tick step exactly: 0.25 needs 2 (0.25, 0.5, 0.75), not 1.
+  function stepDecimals(incr) {
+    for (let d = 0; d < 6; d++) {
+      const scaled = incr * 10 ** d;
+      if (Math.abs(scaled - Math.round(scaled)) < 1e-6 * Math.max(1, scaled)) return d;
+    }
+    return 6;
   }
 
-  function plotData(s) {
+  // Tick labels with as many decimals as the tick step needs (244.5, not 244 twice);
+  // millions and up in short form (1.5M), so a label stays a few characters wide.
+  function axisValues(u, splits, axisIdx, space, incr) {
+    const big = splits.some((v) => Math.abs(v) >= 1e6);
+    const digits = stepDecimals(incr || 1);
+    return splits.map((v) => (big
+      ? v.toLocaleString(undefined, { notation: "compact", maximumFractionDigits: 2 })
+      : v.toLocaleString(undefined, {
+        minimumFractionDigits: digits, maximumFractionDigits: digits,
+      })));
+  }
+
+  // 24-hour tick labels, with seconds only when the ticks are less than a minute apart.
+  function timeValues(u, splits, axisIdx, space, incr) {
+    const format = incr < 60 ? TIME_S : TIME_M;
+    return splits.map((v) => format.format(new Date(v * 1000)));
+  }
+
+  // The y axis as wide as its longest label (uPlot's fixed width clips "1,000,000").
+  function yAxisSize(u, values, axisIdx, cycleNum) {
+    const axis = u.axes[axisIdx];
+    if (cycleNum > 1 && axis._size) return axis._size;
+    let widest = 0;
+    if (values && values.length) {
+      u.ctx.save();
+      u.ctx.font = AXIS_FONT;
+      for (const v of values) widest = Math.max(widest, u.ctx.measureText(String(v)).width);
+      u.ctx.restore();
+    }
+    // At least half a time label wide: the x axis' first label is centred on its tick,
+    // which may sit at the plot's left edge.
+    return Math.ceil(Math.max(widest + axis.ticks.size + axis.gap + 4, X_LABEL_HALF));
+  }
+
+  // Warning and critical lines of the series' alert rule, where they fall in the chart.
+  function drawThresholds(u, chart) {
+    const drawn = [];
+    const { ctx, bbox } = u;
+    for (const [level, value] of chart.limits) {
+      const y = u.valToPos(value, "y", true);
+      if (!Number.isFinite(y) || y < bbox.top || y > bbox.top + bbox.height) continue;
+      ctx.save();
+      ctx.strokeStyle = cssVar(level === "critical" ? "--crit" : "--warn");
+      ctx.lineWidth = 2 * Math.round(devicePixelRatio || 1); // whole pixels: a crisp line
+      ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
+      ctx.beginPath();
+      ctx.moveTo(bbox.left, Math.round(y));
+      ctx.lineTo(bbox.left + bbox.width, Math.round(y));
+      ctx.stroke();
+      ctx.restore();
+      drawn.push(`${level}:${value}`);
+    }
+    chart.card.dataset.thresholds = drawn.join(" ");
+    // What the axes drew, for the browser test (label boxes inside the card).
+    chart.card.dataset.yLabels = JSON.stringify(u.axes[1]._values || []);
+    chart.card.dataset.xLabels = JSON.stringify(u.axes[0]._values || []);
+    chart.card.dataset.plotLeft = String(u.bbox.left / devicePixelRatio);
+  }
+
+  function limitsOf(meta) {
+    const rule = SETTINGS.thresholds[meta.name] || {};
+    return ["warning", "critical"]
+      .filter((level) => Number.isFinite(rule[level]))
+      .map((level) => [level, rule[level]]);
+  }
+
+  /* What a card shows of a series: a gauge as stored; a counter (a running total) as its
+   * rate per second between neighbouring samples, in B/s, KiB/s or MiB/s for bytes and /s
+   * for counts.  A drop (the process restarted) or a gap leaves no rate there. */
+  function viewOf(key, s) {
+    const unit = s.meta.unit;
+    // The seed's own series keep the seed's view (its total connections is a count).
+    if (!SETTINGS.counters.has(s.meta.name) || SEED_ORDER.includes(key)) {
+      return { ts: s.ts, vals: s.vals, unit: displayUnit(unit), latest: s.meta.latest,
+        limits: limitsOf(s.meta), rate: false };
+    }
+    const ts = [];
+    const vals = [];
+    const gap = state.intervalMs * GAP_INTERVALS;
+    for (let i = 1; i < s.ts.length; i++) {
+      const dt = (s.ts[i] - s.ts[i - 1]) / 1000;
+      const dv = s.vals[i] - s.vals[i - 1];
+      if (dt <= 0 || dt * 1000 > gap || s.vals[i] === null || s.vals[i - 1] === null || dv < 0) {
+        continue;
+      }
+      ts.push(s.ts[i]);
+      vals.push(dv / dt);
+    }
+    let scale = 1;
+    let shown = "/s";
+    if (unit === "bytes" || unit === "B") {
+      const top = Math.max(0, ...vals);
+      [scale, shown] = top >= 10 * 1024 * 1024 ? [1024 * 1024, "MiB/s"]
+        : top >= 1024 ? [1024, "KiB/s"] : [1, "B/s"];
+    }
+    const scaled = vals.map((v) => v / scale);
+    const fresh = s.meta.latest !== null && s.meta.latest !== undefined && ts.length &&
+      ts[ts.length - 1] === s.ts[s.ts.length - 1];
+    return { ts, vals: scaled, unit: shown, latest: fresh ? scaled[scaled.length - 1] : null,
+      limits: [], rate: true };
+  }
+
+  function plotData(s) { // s: a view (ts, vals)
     const xs = [];
     const ys = [];
     const gap = state.intervalMs * GAP_INTERVALS;
@@ -206,15 +350,17 @@
     return [xs, ys];
   }
 
-  function chartOptions(key, s, plot, color) {
+  function chartOptions(key, chart, plot, color) {
     const muted = cssVar("--muted");
     const grid = cssVar("--grid");
     const axis = {
       stroke: muted,
       grid: { stroke: grid, width: 1 },
       ticks: { stroke: grid, width: 1, size: 4 },
-      font: "11px system-ui, sans-serif",
+      font: AXIS_FONT,
+      gap: 4,
     };
+    const s = state.series.get(key);
     return {
       width: Math.max(plot.clientWidth, 100),
       height: Math.max(plot.clientHeight, 60),
@@ -222,11 +368,12 @@
       cursor: { drag: { x: false, y: false } },
       scales: {
         x: { time: true, range: () => state.window },
-        y: { range: yRange(s.meta.unit) },
+        y: { range: yRange(chart.view.unit, chart.view.limits.map((l) => l[1])) },
       },
       axes: [
-        { ...axis, size: 26, space: 60 },
-        { ...axis, size: 50, space: 24, values: axisValues },
+        { ...axis, size: 26, space: 56, values: timeValues }, // "12:34:56" + a gap
+        { ...axis, size: yAxisSize, space: 22, values: axisValues,
+          ...(chart.view.unit === "count" ? { incrs: WHOLE_INCRS } : {}) },
       ],
       series: [
         {},
@@ -240,26 +387,27 @@
       ],
       hooks: {
         setCursor: [(u) => showCursor(key, u)],
+        draw: [(u) => drawThresholds(u, chart)],
       },
     };
   }
 
   function showCursor(key, u) {
     const chart = state.charts.get(key);
-    const s = state.series.get(key);
-    if (!chart || !s) return;
+    if (!chart || !chart.view) return;
     const i = u.cursor.idx;
     if (i === null || i === undefined || u.data[1][i] === null) {
-      showStats(chart, s);
+      showStats(chart, chart.view);
     } else {
       chart.stats.textContent =
-        `${fmtTime(u.data[0][i] * 1000)}  ${fmtValue(u.data[1][i], s.meta.unit)}`;
+        `${fmtTime(u.data[0][i] * 1000)}  ${fmtValue(u.data[1][i], chart.view.unit)}`;
     }
   }
 
-  function showStats(chart, s) {
+  function showStats(chart, s) { // s: a view
     if (!s.vals.length) {
-      chart.stats.textContent = "no samples in this range";
+      chart.stats.textContent = s.rate ? "no rate yet: needs two samples in this range"
+        : "no samples in this range";
       return;
     }
     let min = Infinity;
@@ -273,7 +421,7 @@
       sum += v;
       n++;
     }
-    const unit = s.meta.unit;
+    const unit = s.unit;
     chart.stats.textContent = n
       ? `min ${fmtValue(min, unit)} · avg ${fmtValue(sum / n, unit)} · max ${fmtValue(max, unit)}`
       : "no values";
@@ -289,7 +437,8 @@
     const stats = el("div", "stats");
     const plot = el("div", "plot");
     card.append(head, stats, plot);
-    return { card, h, latest, stats, plot, uplot: null, observer: null };
+    return { card, h, latest, stats, plot, uplot: null, observer: null, view: null,
+      limits: [] };
   }
 
   function destroyChart(chart) {
@@ -299,11 +448,26 @@
     chart.uplot = null;
   }
 
+  // A series outside the seed's that has no sample at all (a sensor this machine lacks):
+  // no empty card, one line naming them instead.
+  function isAbsent(key, s) {
+    return !SEED_ORDER.includes(key) && !s.ts.length &&
+      (s.meta.latest === null || s.meta.latest === undefined);
+  }
+
   function drawCharts() {
     const main = $("#charts");
-    const keys = [...state.series.keys()];
+    const keys = [...state.series.keys()].filter((k) => !isAbsent(k, state.series.get(k)));
+    const absent = [...state.series.keys()].filter((k) => isAbsent(k, state.series.get(k)));
+    const note = $("#absent");
+    note.hidden = !absent.length;
+    note.dataset.series = absent.join(" ");
+    note.textContent = absent.length
+      ? `No data here for ${absent.map((k) => title(k, state.series.get(k).meta)).join(", ")
+      }: no such sensor or source on this machine, or none measured in this range.`
+      : "";
     for (const [key, chart] of state.charts) {
-      if (!state.series.has(key)) {
+      if (!keys.includes(key)) {
         destroyChart(chart);
         chart.card.remove();
         state.charts.delete(key);
@@ -318,32 +482,42 @@
       }
       // Keep document order (the seed's first), also for series that appear later.
       if (main.children[index] !== chart.card) main.insertBefore(chart.card, main.children[index] || null);
+      const view = viewOf(key, s);
+      chart.view = view;
+      chart.limits = view.limits;
       chart.h.textContent = title(key, s.meta);
-      chart.h.title = `${s.meta.name} (${s.meta.unit})`;
-      chart.latest.textContent = fmtValue(s.meta.latest, s.meta.unit);
+      chart.h.title = view.rate
+        ? `${s.meta.name}: the rate of a running total (${s.meta.unit}), per second`
+        : `${s.meta.name} (${view.unit})`;
+      chart.latest.textContent = fmtValue(view.latest, view.unit);
       const level = state.alertsByName.get(s.meta.name);
       chart.card.classList.toggle("critical", level === "CRITICAL");
       chart.card.classList.toggle("warning", level === "WARNING");
       chart.card.dataset.samples = String(s.ts.length);
+      chart.card.dataset.unit = view.unit;
       chart.card.dataset.first = s.ts.length ? String(s.ts[0]) : "";
       chart.card.dataset.last = s.ts.length ? String(s.ts[s.ts.length - 1]) : "";
-      showStats(chart, s);
-      if (!s.ts.length) {
+      showStats(chart, view);
+      if (!view.ts.length) {
         destroyChart(chart);
         chart.plot.classList.add("empty");
-        chart.plot.textContent = "no samples in this range";
+        chart.plot.textContent = view.rate && s.ts.length ? "no rate yet: needs two samples"
+          : state.targetDown && TARGET_SERIES.includes(key) ? "target down: nothing to sample"
+            : "no samples in this range";
         return;
       }
-      const data = plotData(s);
-      if (chart.uplot) {
+      const data = plotData(view);
+      if (chart.uplot && chart.unit === view.unit) {
         chart.uplot.setData(data);
         return;
       }
+      destroyChart(chart); // a new unit (B/s became KiB/s): a new y scale
+      chart.unit = view.unit;
       chart.plot.classList.remove("empty");
       chart.plot.textContent = "";
       const color = cssVar(`--chart-${(index % 8) + 1}`);
       chart.card.dataset.color = color;
-      chart.uplot = new uPlot(chartOptions(key, s, chart.plot, color), data, chart.plot);
+      chart.uplot = new uPlot(chartOptions(key, chart, chart.plot, color), data, chart.plot);
       chart.observer = new ResizeObserver(() => {
         if (chart.uplot) {
           chart.uplot.setSize({
@@ -381,6 +555,15 @@
       ? fmtDuration(health.collection_interval_ms / 1000)
       : "stopped";
     $("#updated").textContent = fmtTime(summary.timestamp || Date.now());
+    // A target that is down says why, as /healthz does (what was looked for, the nearest
+    // names): the same words as the log.
+    const banner = $("#target-banner");
+    const missing = health.target_missing;
+    state.targetDown = up === false;
+    banner.hidden = up !== false;
+    banner.textContent = up !== false ? ""
+      : `Target down: ${missing && missing.message ? missing.message
+        : "the watched process is not running"}. Memory, CPU and the process detail are absent until it runs.`;
   }
 
   const ALERT_FIELDS = new Set([
@@ -390,7 +573,11 @@
   function renderAlerts(alerts) {
     const box = $("#alerts");
     box.textContent = "";
-    const units = new Map([...state.series.values()].map((s) => [s.meta.name, s.meta.unit]));
+    const units = new Map([...state.series.values()]
+      .map((s) => [s.meta.name, displayUnit(s.meta.unit)]));
+    // The per-endpoint percentile rules (request_latency_p95, ...) are in latency's unit.
+    const unitOf = (metric) => units.get(metric) ??
+      units.get(String(metric).replace(/_p\d+$/, ""));
     state.alertsByName = new Map();
     const order = { CRITICAL: 0, WARNING: 1 };
     const sorted = [...alerts].sort((a, b) => (order[a.level] ?? 2) - (order[b.level] ?? 2));
@@ -408,10 +595,10 @@
       const limit = a.level === "CRITICAL" ? a.critical_threshold : a.warning_threshold;
       row.append(
         el("span", "level", a.level),
-        el("span", "what", `${what} = ${fmtValue(a.current_value, units.get(a.metric))}`),
+        el("span", "what", `${what} = ${fmtValue(a.current_value, unitOf(a.metric))}`),
         el("span", "detail", `${a.description || ""}${limit !== null && limit !== undefined
           ? ` (${a.level === "CRITICAL" ? "critical" : "warning"} above ${
-            fmtValue(limit, units.get(a.metric))})` : ""}`),
+            fmtValue(limit, unitOf(a.metric))})` : ""}`),
       );
       box.append(row);
     }
