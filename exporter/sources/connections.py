@@ -499,8 +499,10 @@ SOURCE = SourceType(
             "port",
             None,
             _check_port_option,
-            "count ESTABLISHED TCP connections to this local port; null: only pushed values",
+            "count ESTABLISHED TCP connections to this local port (1..65535) as the active "
+            "connections; null counts only what is pushed",
         ),
     ),
-    help="established TCP connections to the service's port",
+    help="established TCP connections to the service's port: the seed's active and total "
+    "connections",
 )

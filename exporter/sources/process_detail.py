@@ -342,5 +342,6 @@ SOURCE = SourceType(
     name="process_detail",
     series=SERIES,
     build=_build,
-    help="threads, open descriptors, storage I/O and context switches of the target",
+    help="threads, open file descriptors, storage read/written bytes and context switches of "
+    "the target's processes (through psutil), summed like memory and CPU",
 )
