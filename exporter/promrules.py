@@ -134,9 +134,26 @@ def alert_name(metric: str) -> str:
     return "Crankshaft" + "".join(part.capitalize() for part in metric.split("_"))
 
 
+# Alert names with a section of their own in README's runbook (a test holds the two equal);
+# any other (a series of a source added later) links to the generic section.
+RUNBOOK_SECTIONS = frozenset({
+    "CrankshaftMemoryUsage", "CrankshaftCpuUsage", "CrankshaftActiveConnections",
+    "CrankshaftTotalConnections", "CrankshaftRequestLatency", "CrankshaftRequestLatencyP95",
+    "CrankshaftRequestLatencyP99", "CrankshaftExtensionCrashed", "CrankshaftTargetDown",
+    "CrankshaftProcessThreads", "CrankshaftProcessOpenFds", "CrankshaftCpuTemperature",
+    "CrankshaftBoardThrottled", "CrankshaftBoardThrottledSinceBoot", "CrankshaftExporterDown",
+    "CrankshaftExporterGone", "CrankshaftNoTargets", "CrankshaftMetricsMissing",
+    "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors",
+    "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
+    "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
+})
+GENERIC_RUNBOOK = "other-series-alerts"  # README's "Other series alerts"
+
+
 def runbook_anchor(alertname: str) -> str:
-    """README's runbook has one heading per alert name; this is its GitHub anchor."""
-    return alertname.lower()
+    """The GitHub anchor of the alert's runbook section in README: its own heading, or the
+    generic one."""
+    return alertname.lower() if alertname in RUNBOOK_SECTIONS else GENERIC_RUNBOOK
 
 
 def _selector(metric: str, rule: AlertRule, siblings: list[AlertRule]) -> str:

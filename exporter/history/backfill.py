@@ -128,8 +128,3 @@ def _encoded(groups: dict[str, list[SeriesSpec]], columns: dict[str, tuple[array
             yield part.encode()
     yield b"# EOF\n"
 
-
-def sample_counts(recorder: Recorder) -> dict[str, int]:
-    """Stored samples per series key (what a backfilled Prometheus should count)."""
-    with recorder.lock:
-        return {key: len(buf) for key, buf in recorder.store.series.items()}

@@ -17,7 +17,14 @@ from exporter.alerts.evaluator import AlertEvaluator
 from exporter.alerts.rules import DEFAULT_RULES, SHIPPED_RULES, AlertRule, alertable_metrics
 from exporter.cli import EX_CONFIG, main
 from exporter.config import Config, format_duration, load_config, parse_duration
-from exporter.promrules import alert_name, build_rules, render_rules
+from exporter.promrules import (
+    GENERIC_RUNBOOK,
+    RUNBOOK_SECTIONS,
+    alert_name,
+    build_rules,
+    render_rules,
+    runbook_anchor,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "config" / "crankshaft-exporter.rules.yml"
@@ -545,6 +552,15 @@ def test_every_runbook_url_points_at_a_readme_section_that_exists():
         base, _, anchor = e["annotations"]["runbook_url"].partition("#")
         assert base == "README.md"
         assert anchor in anchors, f"{e['alert']}: README has no section #{anchor}"
+
+
+def test_runbook_sections_are_readmes_alert_headings():
+    """Each alert name promrules links to its own section has one, and each alert heading
+    in README is linked to (no section left over)."""
+    headings = set(re.findall(r"^#### (Crankshaft\w+)$", (REPO / "README.md").read_text(), re.M))
+    assert headings == set(RUNBOOK_SECTIONS)
+    assert GENERIC_RUNBOOK in readme_anchors((REPO / "README.md").read_text())
+    assert runbook_anchor("CrankshaftSomethingNew") == GENERIC_RUNBOOK
 
 
 @pytest.mark.parametrize(
