@@ -26,6 +26,7 @@ from exporter.http.server import ExporterServer
 from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from exporter.logs import setup_logging
+from exporter.metric_names import CONFIG_RELOAD_OK
 from exporter.notifiers import build_notifiers
 from exporter.sdnotify import SystemdNotifier
 from exporter.snapshot import StatusFamily
@@ -36,7 +37,7 @@ from exporter.sources.targets import SharedFinder
 
 log = logging.getLogger("exporter.daemon")
 
-RELOAD_OK = "crankshaft_config_last_reload_successful"
+RELOAD_OK = CONFIG_RELOAD_OK
 RELOAD_TIME = "crankshaft_config_last_reload_success_timestamp_seconds"
 FIRST_COLLECTION_TIMEOUT_S = 20.0
 

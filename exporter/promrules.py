@@ -33,6 +33,7 @@ from collections.abc import Iterable
 
 import yaml
 
+from exporter import metric_names as names
 from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
 from exporter.config.durations import format_duration
 from exporter.series import STATESET, SeriesSpec
@@ -43,23 +44,23 @@ from exporter.sources.registry import all_series
 # so labels a scrape config adds (such as the example's ``vehicle``) reach the alert.
 SPECIAL_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "request_latency_p95": (
-        "histogram_quantile(0.95, rate(crankshaft_request_duration_seconds_bucket{m}[5m])) * 1000",
+        f"histogram_quantile(0.95, rate({names.REQUEST_DURATION}_bucket{{m}}[5m])) * 1000",
         ("endpoint",),
     ),
     "request_latency_p99": (
-        "histogram_quantile(0.99, rate(crankshaft_request_duration_seconds_bucket{m}[5m])) * 1000",
+        f"histogram_quantile(0.99, rate({names.REQUEST_DURATION}_bucket{{m}}[5m])) * 1000",
         ("endpoint",),
     ),
-    "extension_crashed": ("crankshaft_extension_status{m}", ("extension",)),
-    "target_down": ("(1 - crankshaft_target_up{m})", ()),
+    "extension_crashed": (names.EXTENSION_STATUS + "{m}", ("extension",)),
+    "target_down": (f"(1 - {names.TARGET_UP}{{m}})", ()),
 }
 SPECIAL_MATCHERS = {"extension_crashed": ('status="crashed"',)}
 SPECIAL_UNITS = {"request_latency_p95": " ms", "request_latency_p99": " ms"}
 # How the seed's units read after a number in an annotation.  The seed's "MB" is RSS / 2**20
 # (exporter/sources/process.py), so it reads as MiB.
 _UNIT_TEXT = {"%": "%", "count": "", "flags": "", "MB": " MiB"}
-THRESHOLD = "crankshaft_alert_threshold"
-CLEAR_THRESHOLD = "crankshaft_alert_clear_threshold"
+THRESHOLD = names.ALERT_THRESHOLD
+CLEAR_THRESHOLD = names.ALERT_CLEAR_THRESHOLD
 JOIN = ("job", "instance")
 DEFAULT_JOB = "crankshaft"  # the job name of config/prometheus.yml
 DEFAULT_RUNBOOK_BASE = "README.md"
@@ -214,7 +215,7 @@ def _annotations(rule: AlertRule, severity: str, runbook_base: str) -> dict[str,
     elif rule.metric == "target_down":
         description = (
             f"No target process found on {WHERE}: memory and CPU are not sampled "
-            "(crankshaft_target_up is 0)."
+            f"({names.TARGET_UP} is 0)."
         )
     else:
         description = (
@@ -296,16 +297,16 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftMetricsMissing",
-        'up{{job="{job}"}} == 1 unless on (job, instance) crankshaft_exporter_build_info',
+        'up{{job="{job}"}} == 1 unless on (job, instance) ' + names.BUILD + "_info",
         "5m",
         "warning",
         "No crankshaft-exporter metrics from " + WHERE,
-        WHERE + " answers scrapes but without crankshaft_exporter_build_info: the scrape "
+        WHERE + f" answers scrapes but without {names.BUILD}_info: the scrape "
         "reaches something else (wrong port or metrics_path).",
     ),
     (
         "CrankshaftConfigReloadFailed",
-        'crankshaft_config_last_reload_successful{{job="{job}"}} == 0',
+        names.CONFIG_RELOAD_OK + '{{job="{job}"}} == 0',
         "10m",
         "warning",
         "crankshaft-exporter configuration reload failed on " + WHERE,
@@ -314,7 +315,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftCollectionErrors",
-        'increase(crankshaft_collection_errors_total{{job="{job}"}}[10m]) > 1',
+        "increase(" + names.COLLECTION_ERRORS + '_total{{job="{job}"}}[10m]) > 1',
         "5m",
         "warning",
         "Collection errors from source {{ $labels.source }} on " + WHERE,
@@ -323,7 +324,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftNotificationsFailing",
-        'increase(crankshaft_notifications_failed_total{{job="{job}"}}[10m]) > 2',
+        "increase(" + names.NOTIFICATIONS_FAILED + '_total{{job="{job}"}}[10m]) > 2',
         "5m",
         "warning",
         "Notifier {{ $labels.notifier }} failing on " + WHERE,
@@ -332,7 +333,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftNotificationsDropped",
-        'increase(crankshaft_notifications_dropped_total{{job="{job}"}}[10m]) > 0',
+        "increase(" + names.NOTIFICATIONS_DROPPED + '_total{{job="{job}"}}[10m]) > 0',
         "0s",
         "warning",
         "Notifier {{ $labels.notifier }} dropped alert notifications on " + WHERE,
@@ -341,7 +342,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftLatencyObservationsDropped",
-        'increase(crankshaft_latency_dropped_observations_total{{job="{job}"}}[10m]) > 0',
+        "increase(" + names.LATENCY_DROPPED + '_total{{job="{job}"}}[10m]) > 0',
         "0s",
         "warning",
         "Endpoint cap reached on " + WHERE,
@@ -350,7 +351,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftExtensionUpdatesDropped",
-        'increase(crankshaft_extension_dropped_updates_total{{job="{job}"}}[10m]) > 0',
+        "increase(" + names.EXTENSION_DROPPED + '_total{{job="{job}"}}[10m]) > 0',
         "0s",
         "warning",
         "Extension cap reached on " + WHERE,

@@ -23,12 +23,13 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter import metric_names as names
 from exporter.alerts.rules import LEVELS
 from exporter.extensions import EXTENSION_STATES
 from exporter.series import COUNTER, GAUGE, SeriesSpec
 from exporter.snapshot import ExpositionSnapshot, StatusFamily
 
-HISTOGRAM = "crankshaft_request_duration_seconds"
+HISTOGRAM = names.REQUEST_DURATION
 HISTOGRAM_HELP = "Request latency per endpoint, as recorded by the monitored service"
 EXTENSION_HELP = (
     "Extension lifecycle state: 1 for the state the extension is in, 0 for the others"
@@ -89,7 +90,7 @@ def histogram_family(snap: ExpositionSnapshot) -> Metric:
 
 def other_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     """Everything after the histogram: extensions, alerts, health, build, status."""
-    ext = GaugeMetricFamily("crankshaft_extension_status", EXTENSION_HELP,
+    ext = GaugeMetricFamily(names.EXTENSION_STATUS, EXTENSION_HELP,
                             labels=["extension", "status"])
     for name, current in sorted(snap.extensions.items()):
         for state in EXTENSION_STATES:
@@ -98,7 +99,7 @@ def other_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     yield from _alert_families(snap)
     yield from _health_families(snap)
     yield InfoMetricFamily(
-        "crankshaft_exporter_build",
+        names.BUILD,
         "Version of crankshaft-exporter and of the Python running it",
         value={"version": __version__, "python_version": platform.python_version()},
     )
@@ -123,7 +124,7 @@ def _alert_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         labels=["metric", "level"],
     )
     thresholds = GaugeMetricFamily(
-        "crankshaft_alert_threshold",
+        names.ALERT_THRESHOLD,
         "Configured alert thresholds, in the unit of the metric they watch",
         labels=["metric", "level", "selector"],
     )
@@ -131,7 +132,7 @@ def _alert_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     # threshold itself without hysteresis): Prometheus rules compare each instance with its
     # own pair (exporter/promrules.py), so one rules file serves a fleet.
     clears = GaugeMetricFamily(
-        "crankshaft_alert_clear_threshold",
+        names.ALERT_CLEAR_THRESHOLD,
         "Configured clear thresholds (hysteresis): a firing level holds while the value is above",
         labels=["metric", "level", "selector"],
     )
@@ -180,7 +181,7 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     if snap.target_up is not None:
         yield GaugeMetricFamily(
-            "crankshaft_target_up",
+            names.TARGET_UP,
             "1 if a target process was found at the last collection, else 0",
             value=1 if snap.target_up else 0,
         )
@@ -194,13 +195,13 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         duration.add_metric([], snap.last_collection_seconds)
     yield duration
     errors = CounterMetricFamily(
-        "crankshaft_collection_errors", "Collection failures, by source", labels=["source"]
+        names.COLLECTION_ERRORS, "Collection failures, by source", labels=["source"]
     )
     for source, n in sorted(snap.collection_errors.items()):
         errors.add_metric([source], n)
     yield errors
     yield _counter(
-        "crankshaft_latency_dropped_observations",
+        names.LATENCY_DROPPED,
         "Latency observations dropped because the endpoint cap was reached",
         snap.dropped_latency_observations,
     )
@@ -210,7 +211,7 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         snap.evicted_endpoints,
     )
     yield _counter(
-        "crankshaft_extension_dropped_updates",
+        names.EXTENSION_DROPPED,
         "Extension status updates dropped because the extension cap was reached",
         snap.dropped_extension_updates,
     )
