@@ -106,7 +106,8 @@ def http_settings(config: Config, open_files: int) -> HttpSettings:
         request_timeout_s=h.request_timeout,
         idle_timeout_s=h.idle_timeout,
         max_connections=connection_cap(h.max_connections, open_files),
-        ingest_allow=tuple(h.ingest_allow) if h.ingest_allow_listed else None,
+        ingest_allow=h.ingest_allow,
+        ingest_allow_listed=h.ingest_allow_listed,
         ingest_token=h.ingest_token,
         target=describe_target(config),
     )

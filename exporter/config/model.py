@@ -210,21 +210,27 @@ class LoggingConfig:
     format: str = "auto"  # one of LOG_FORMATS
 
 
+# A notifier's delivery defaults (webhooks and the Alertmanager; DeliveryWorker's too).
+DEFAULT_NOTIFY_TIMEOUT = 5.0  # seconds, per attempt
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_WINDOW = 600.0  # seconds after which an undelivered event is dropped
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
     url: str
-    timeout: float = 5.0  # seconds, per attempt
-    max_retries: int = 5
-    retry_window: float = 600.0  # seconds after which an undelivered event is dropped
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_window: float = DEFAULT_RETRY_WINDOW
     headers: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, in file order
 
 
 @dataclass(frozen=True, slots=True)
 class AlertmanagerConfig:
     url: str = "http://127.0.0.1:9093"
-    timeout: float = 5.0
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
     resend_interval: float = 60.0  # firing alerts are re-sent this often, as Prometheus does
-    retry_window: float = 600.0
+    retry_window: float = DEFAULT_RETRY_WINDOW
 
 
 @dataclass(frozen=True, slots=True)

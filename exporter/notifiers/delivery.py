@@ -56,6 +56,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exporter import __version__
+from exporter.config.model import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_NOTIFY_TIMEOUT,
+    DEFAULT_RETRY_WINDOW,
+)
 
 log = logging.getLogger("exporter.notifiers")
 
@@ -193,9 +198,9 @@ class DeliveryWorker:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 5.0,
-        max_retries: int | None = 5,
-        retry_window: float = 600.0,
+        timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        retry_window: float = DEFAULT_RETRY_WINDOW,
         max_queue: int = DEFAULT_MAX_QUEUE,
         initial_backoff: float = INITIAL_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
