@@ -13,11 +13,8 @@ import psutil
 import pytest
 
 from exporter.endpoint import MetricsEndpoint
-from exporter.sources.process_detail import (
-    ProcDetailReader,
-    ProcessDetailSource,
-    PsutilDetailReader,
-)
+from exporter.sources.process_detail import ProcessDetailSource
+from exporter.sources.readers.process_detail import ProcDetailReader, PsutilDetailReader
 from exporter.sources.targets import CmdlineFinder, PidFinder, ProcessFinder
 from tests.helpers import Sleeper
 

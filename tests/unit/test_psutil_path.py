@@ -19,13 +19,15 @@ import pytest
 
 from exporter.endpoint import MetricsEndpoint
 from exporter.sources import connections, process
-from exporter.sources.connections import (
-    ConnectionSource,
+from exporter.sources.connections import ConnectionSource
+from exporter.sources.process import ProcessSource
+from exporter.sources.readers import tcp_connections
+from exporter.sources.readers.process_stats import ProcStatReader, PsutilReader
+from exporter.sources.readers.tcp_connections import (
     NetlinkDiag,
     proc_established_connections,
     psutil_established_connections,
 )
-from exporter.sources.process import ProcessSource, ProcStatReader, PsutilReader
 from exporter.sources.targets import CmdlineFinder, NameFinder, PidfileFinder, PidFinder
 from tests.helpers import Sleeper, wait_for
 
@@ -254,7 +256,8 @@ def no_linux_extras(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delattr(socket, "AF_NETLINK")
     if hasattr(time, "CLOCK_BOOTTIME"):
         monkeypatch.delattr(time, "CLOCK_BOOTTIME")
-    monkeypatch.setattr(connections, "HAS_NETLINK", False)
+    for module in (connections, tcp_connections):
+        monkeypatch.setattr(module, "HAS_NETLINK", False)
 
 
 def _messages(caplog: pytest.LogCaptureFixture, fragment: str) -> list[str]:
@@ -340,10 +343,11 @@ def test_psutil_answers_where_there_is_no_proc_net(monkeypatch, caplog):
         caplog.set_level(logging.INFO)
         monkeypatch.delattr(socket, "AF_NETLINK")
         monkeypatch.delattr(time, "CLOCK_BOOTTIME")
-        monkeypatch.setattr(connections, "HAS_NETLINK", False)
+        for module in (connections, tcp_connections):
+            monkeypatch.setattr(module, "HAS_NETLINK", False)
         missing = str(Path("/nonexistent") / uuid.uuid4().hex)
         monkeypatch.setattr(
-            connections,
+            tcp_connections,
             "_PROC_FILES",
             ((socket.AF_INET, missing + "/tcp"), (socket.AF_INET6, missing + "/tcp6")),
         )
