@@ -200,6 +200,7 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     for source, n in sorted(snap.collection_errors.items()):
         errors.add_metric([source], n)
     yield errors
+    yield from _source_families(snap)
     yield _counter(
         names.LATENCY_DROPPED,
         "Latency observations dropped because the endpoint cap was reached",
@@ -220,6 +221,30 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         "Extensions not reported for extensions.evict_after that gave their slot to a new one",
         snap.evicted_extensions,
     )
+
+
+def _source_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
+    """Each source's last collection, as node_exporter shows each collector's."""
+    up = GaugeMetricFamily(
+        names.SOURCE_UP, "1 if the source's last collection read without error, else 0",
+        labels=["source"],
+    )
+    duration = GaugeMetricFamily(
+        names.SOURCE_DURATION, "Duration of the source's last collection",
+        labels=["source"], unit="seconds",
+    )
+    series = GaugeMetricFamily(
+        names.SOURCE_SERIES,
+        "Series the source read at its last collection (0: nothing to read, e.g. no target)",
+        labels=["source"],
+    )
+    for source, health in sorted(snap.source_health.items()):
+        up.add_metric([source], 1 if health.up else 0)
+        duration.add_metric([source], health.seconds)
+        series.add_metric([source], health.series)
+    yield up
+    yield duration
+    yield series
 
 
 def status_family(status: StatusFamily) -> Metric:

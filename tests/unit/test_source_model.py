@@ -414,3 +414,48 @@ def test_failing_sources_lose_only_their_own_series_counted_and_logged_once(
     for source in flaky:
         assert len(_failure_lines(caplog, source.name)) == 2, source.name
     assert _errors(ep)["flaky_nan"] == 4.0
+
+
+# --- per-source health, as node_exporter shows each collector --------------------------------
+
+
+def _by_source(ep: MetricsEndpoint, family: str, openmetrics: bool) -> dict[str, float]:
+    samples = _families(ep.export_prometheus(openmetrics), openmetrics)[family]
+    return {s.labels["source"]: s.value for s in samples}
+
+
+class EmptySource(Source):
+    """Reads without error but finds nothing (a sensor that is not there)."""
+
+    name = "empty"
+    series = (_spec("empty_value"),)
+
+    def collect(self) -> Mapping[str, float]:
+        return {}
+
+
+def test_each_source_shows_up_duration_and_series_read() -> None:
+    flaky = FlakySource("raises")
+    ep = MetricsEndpoint(sources=[WidgetSource(1.0), flaky, EmptySource()], rules=[],
+                         clock=lambda: 1.7e9)
+    text = ep.export_prometheus()
+    for family in ("crankshaft_source_up", "crankshaft_source_duration_seconds",
+                   "crankshaft_source_series"):
+        assert f"# TYPE {family} gauge" in text  # before the first collection: no samples
+        assert f"{family}{{" not in text
+    ep.collect_now()
+    flaky.failing = True
+    ep.collect_now()
+    for openmetrics in (False, True):
+        up = _by_source(ep, "crankshaft_source_up", openmetrics)
+        assert up == {"test_widget": 1.0, "flaky_raises": 0.0, "empty": 1.0}
+        series = _by_source(ep, "crankshaft_source_series", openmetrics)
+        assert series == {"test_widget": 2.0, "flaky_raises": 0.0, "empty": 0.0}
+        duration = _by_source(ep, "crankshaft_source_duration_seconds", openmetrics)
+        assert set(duration) == set(up) and all(d >= 0 for d in duration.values())
+    flaky.failing = False
+    ep.collect_now()
+    assert _by_source(ep, "crankshaft_source_up", False)["flaky_raises"] == 1.0
+    # A source taken away by a reload leaves the families.
+    ep.set_sources([WidgetSource(1.0)])
+    assert set(_by_source(ep, "crankshaft_source_up", False)) == {"test_widget"}
