@@ -144,7 +144,7 @@ RUNBOOK_SECTIONS = frozenset({
     "CrankshaftProcessThreads", "CrankshaftProcessOpenFds", "CrankshaftCpuTemperature",
     "CrankshaftBoardThrottled", "CrankshaftBoardThrottledSinceBoot", "CrankshaftExporterDown",
     "CrankshaftExporterGone", "CrankshaftNoTargets", "CrankshaftMetricsMissing",
-    "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors",
+    "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors", "CrankshaftSourceFailing",
     "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
     "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
 })
@@ -321,6 +321,15 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "Collection errors from source {{ $labels.source }} on " + WHERE,
         'Source {{ $labels.source }} failed {{ $value | printf "%.0f" }} times in the last '
         "10 minutes on " + WHERE + "; its series have gaps.",
+    ),
+    (
+        "CrankshaftSourceFailing",
+        "avg_over_time(" + names.SOURCE_UP + '{{job="{job}"}}[15m]) < 0.5',
+        "5m",
+        "warning",
+        "Source {{ $labels.source }} keeps failing on " + WHERE,
+        "Source {{ $labels.source }} failed in more than half of its collections over the last "
+        "15 minutes on " + WHERE + "; its series are absent while it fails.",
     ),
     (
         "CrankshaftNotificationsFailing",

@@ -254,6 +254,7 @@ def test_health_group_offline_and_self_monitoring():
     assert set(by_name) == {
         "CrankshaftExporterDown", "CrankshaftExporterGone", "CrankshaftNoTargets",
         "CrankshaftMetricsMissing", "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors",
+        "CrankshaftSourceFailing",
         "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
         "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
     }
@@ -392,7 +393,7 @@ def test_render_is_yaml_of_build_with_a_header():
 def test_render_keeps_long_expressions_on_one_line():
     text = render_rules([AlertRule(P95, 500, 1000, warning_clear=400, selector="/x")])
     exprs = [line for line in text.splitlines() if line.strip().startswith("expr:")]
-    assert len(exprs) == 2 + 10  # the two levels, then the health group
+    assert len(exprs) == 2 + 11  # the two levels, then the health group
     assert all(line.rstrip().endswith('alertstate="firing"})') for line in exprs[:2])
 
 
