@@ -15,7 +15,7 @@ SYSCONFDIR ?= /etc/crankshaft-exporter
 UNITDIR ?= /etc/systemd/system
 DESTDIR ?=
 
-.PHONY: run test lint tools bench install uninstall clean
+.PHONY: run test lint typecheck tools bench install uninstall clean
 
 # systemd-python (journald tests) compiles against libsystemd: tolerated if it cannot.
 $(STAMP): pyproject.toml
@@ -36,8 +36,12 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check exporter tests
 
+# mypy --strict over exporter/ (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: tools lint
+test: tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.sources.base import Source
@@ -123,7 +123,7 @@ class SourceSet:
             source.close()
 
 
-def _undeclared_or_invalid(values: dict[str, object], declared: set[str]) -> str:
+def _undeclared_or_invalid(values: Mapping[str, object], declared: set[str]) -> str:
     for key, value in values.items():
         if key not in declared:
             return f"returned {key!r}, which it does not declare"

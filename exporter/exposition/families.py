@@ -69,7 +69,7 @@ def series_family(specs: list[SeriesSpec], current: dict[str, float]) -> Metric:
         if isinstance(family, StateSetMetricFamily):
             family.add_metric(label_values, state_values(spec, value))
         else:
-            family.add_metric(label_values, value)  # type: ignore[attr-defined]
+            family.add_metric(label_values, value)
     return family
 
 
@@ -255,5 +255,5 @@ def status_family(status: StatusFamily) -> Metric:
     else:
         family = GaugeMetricFamily(status.name, status.help, labels=labelnames)
     for label_pairs, value in status.samples:
-        family.add_metric([label_pairs[k] for k in labelnames], value)  # type: ignore[attr-defined]
+        family.add_metric([label_pairs[k] for k in labelnames], value)
     return family

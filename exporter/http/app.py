@@ -7,6 +7,7 @@ without details.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hmac
 import ipaddress
@@ -149,7 +150,7 @@ class App:
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         # Concurrent scrapes share one render per format (see coalesce.py).
         self._render = {
-            om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
+            om: Coalescer(functools.partial(endpoint.render_exposition, om)) for om in (False, True)
         }
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/metrics": {"GET": self.metrics},

@@ -68,8 +68,10 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class _Notifier(Protocol):
-    name: str
     worker: DeliveryWorker
+
+    @property
+    def name(self) -> str: ...
 
     def on_event(self, event: AlertEvent) -> None: ...
     def begin_close(self) -> None: ...

@@ -378,9 +378,10 @@ class DeliveryWorker:
             return
         item.attempts += 1
         try:
-            status: int | None = self._transport(self.url, body, self.headers, self.timeout)
-            error = None if is_retryable(status) or 200 <= status < 300 else "rejected"
-            problem = f"HTTP {status}"
+            answer = self._transport(self.url, body, self.headers, self.timeout)
+            status: int | None = answer
+            error = None if is_retryable(answer) or 200 <= answer < 300 else "rejected"
+            problem = f"HTTP {answer}"
         except Exception as e:  # timeouts, refused connections, garbage responses
             status, error, problem = None, None, _describe(e)
         finally:

@@ -139,7 +139,7 @@ def _cpu_percent(
             if before is not None:
                 delta += cpu - before
                 baseline = True
-            elif key[1] >= prev_time:  # started within the window: all its CPU is new
+            elif prev_time is not None and key[1] >= prev_time:  # started within the window
                 delta += cpu
                 baseline = True
             # else: found only now (e.g. a new name match); it counts from the next tick

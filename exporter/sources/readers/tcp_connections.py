@@ -326,12 +326,16 @@ def psutil_established_connections(port: int) -> set[ConnectionId]:
     check_port(port)
     found: set[ConnectionId] = set()
     for conn in psutil.net_connections(kind="tcp"):
-        if conn.status != psutil.CONN_ESTABLISHED or not conn.laddr or conn.laddr.port != port:
+        laddr, raddr = conn.laddr, conn.raddr  # () for a socket without that address
+        if conn.status != psutil.CONN_ESTABLISHED or not laddr or not raddr:
+            continue
+        (local_ip, local_port), (remote_ip, remote_port) = laddr, raddr
+        if local_port != port:
             continue
         family = int(conn.family)
-        local = socket.inet_pton(family, conn.laddr.ip.split("%")[0])
-        remote = socket.inet_pton(family, conn.raddr.ip.split("%")[0])
-        found.add((family, local, conn.laddr.port, remote, conn.raddr.port))
+        local = socket.inet_pton(family, local_ip.split("%")[0])
+        remote = socket.inet_pton(family, remote_ip.split("%")[0])
+        found.add((family, local, local_port, remote, remote_port))
     return found
 
 
