@@ -52,7 +52,7 @@ def state_values(spec: SeriesSpec, value: float) -> dict[str, bool]:
 def series_family(specs: list[SeriesSpec], current: dict[str, float]) -> Metric:
     first = specs[0]
     labelnames = [k for k, _ in first.labels]
-    family: Metric
+    family: GaugeMetricFamily | CounterMetricFamily | StateSetMetricFamily
     if first.kind == GAUGE:
         family = GaugeMetricFamily(first.metric, first.help, labels=labelnames,
                                    unit=first.prom_unit)
@@ -249,7 +249,7 @@ def _source_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
 
 def status_family(status: StatusFamily) -> Metric:
     labelnames = list(status.samples[0][0]) if status.samples else []
-    family: Metric
+    family: CounterMetricFamily | GaugeMetricFamily
     if status.kind == "counter":
         family = CounterMetricFamily(status.name, status.help, labels=labelnames)
     else:
