@@ -8,7 +8,7 @@ default and help), so a new source needs no edit here and no value is written tw
 
 A new top-level section (say ``remote_write:``) is a key in the loader's ``CORE_KEYS``
 and an entry in :data:`CORE_SECTIONS` (its commented text, defaults as ``{placeholders}``
-filled by :func:`_values`); a test fails while a top-level key has no text here.
+filled by :func:`default_values`); a test fails while a top-level key has no text here.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ SOURCES_INTRO = """\
 # to read (no target process, no sensor) leaves its series absent, never 0.
 """
 
-# Top-level key -> its commented text; ``{name}`` is a default from :func:`_values`.
+# Top-level key -> its commented text; ``{name}`` is a default from :func:`default_values`.
 CORE_SECTIONS: dict[str, str] = {
     "listen": """\
 # HOST:PORT of the HTTP server.  ":{port}" listens on every interface; "127.0.0.1:{port}" on
@@ -201,12 +201,36 @@ notifiers:
   #     retry_window: {am_retry_window}
   alertmanager: null
 """,
+    # Used once the loader has the key: remote_write (issue 14) is merged in parallel.
+    "remote_write": """\
+# Receivers this exporter pushes every collection to with Prometheus remote write 1.0 (a
+# central Prometheus with --web.enable-remote-write-receiver, Mimir, Thanos Receive,
+# VictoriaMetrics): for cars that are online only part of the time.  Samples wait in a send
+# log beside the history file (StateDirectory=) until the receiver acknowledges them, across
+# outages, SIGTERM, kill -9 and power loss (at most the last minute unsynced); delivery
+# resumes oldest first, never sends a sample twice, and drops (and counts) what a receiver
+# refuses or what grew older than max_sample_age.  Entries as Prometheus' remote_write, e.g.
+#   - url: https://metrics.example.com/api/v1/write
+#     name: central            # in self-metrics (remote_name) and the send log;
+#                              # default from the url
+#     labels: {{vehicle: car-17}}  # added to every series (a series' own label wins)
+#     instance: car-17         # the instance label; default this machine's host name
+#                              # (job is crankshaft)
+#     max_sample_age: 1h       # keep below the receiver's out_of_order_time_window
+#     remote_timeout: 30s
+#     queue_config: {{max_samples_per_send: 500, min_backoff: 1s, max_backoff: 1m}}
+#     tls_config: {{ca_file: /etc/crankshaft-exporter/ca.pem}}
+#                              # also cert_file, key_file, insecure_skip_verify
+#     basic_auth: {{username: car-17, password_file: /etc/crankshaft-exporter/rw-password}}
+#     # or: authorization: {{type: Bearer, credentials_file: /etc/crankshaft-exporter/rw-token}}
+remote_write: []
+""",
 }
 
 
 def default_config_text() -> str:
     """The default ``exporter.yaml``: every key, its default and what it does."""
-    values = _values(Config())
+    values = default_values(Config())
     blocks = [HEADER]
     sources_started = False
     for key in top_keys():
@@ -268,7 +292,7 @@ def number(value: float) -> str:
     return repr(value)
 
 
-def _values(c: Config) -> dict[str, str]:
+def default_values(c: Config) -> dict[str, str]:
     """Every ``{placeholder}`` of :data:`CORE_SECTIONS`, from the model's defaults."""
     rules = c.alerts
     return {

@@ -213,7 +213,7 @@ class LoggingConfig:
 # A notifier's delivery defaults (webhooks and the Alertmanager; DeliveryWorker's too).
 DEFAULT_NOTIFY_TIMEOUT = 5.0  # seconds, per attempt
 DEFAULT_MAX_RETRIES = 5
-DEFAULT_RETRY_WINDOW = 600.0  # seconds after which an undelivered event is dropped
+DEFAULT_RETRY_WINDOW_S = 600.0  # seconds after which an undelivered event is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +221,7 @@ class WebhookConfig:
     url: str
     timeout: float = DEFAULT_NOTIFY_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
-    retry_window: float = DEFAULT_RETRY_WINDOW
+    retry_window: float = DEFAULT_RETRY_WINDOW_S
     headers: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, in file order
 
 
@@ -230,7 +230,7 @@ class AlertmanagerConfig:
     url: str = "http://127.0.0.1:9093"
     timeout: float = DEFAULT_NOTIFY_TIMEOUT
     resend_interval: float = 60.0  # firing alerts are re-sent this often, as Prometheus does
-    retry_window: float = DEFAULT_RETRY_WINDOW
+    retry_window: float = DEFAULT_RETRY_WINDOW_S
 
 
 @dataclass(frozen=True, slots=True)

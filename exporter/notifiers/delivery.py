@@ -59,7 +59,7 @@ from exporter import __version__
 from exporter.config.model import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_NOTIFY_TIMEOUT,
-    DEFAULT_RETRY_WINDOW,
+    DEFAULT_RETRY_WINDOW_S,
 )
 
 log = logging.getLogger("exporter.notifiers")
@@ -200,7 +200,7 @@ class DeliveryWorker:
         headers: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_NOTIFY_TIMEOUT,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
-        retry_window: float = DEFAULT_RETRY_WINDOW,
+        retry_window: float = DEFAULT_RETRY_WINDOW_S,
         max_queue: int = DEFAULT_MAX_QUEUE,
         initial_backoff: float = INITIAL_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
