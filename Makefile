@@ -16,7 +16,7 @@ SYSCONFDIR ?= /etc/crankshaft-exporter
 UNITDIR ?= /etc/systemd/system
 DESTDIR ?=
 
-.PHONY: run test lint tools bench install uninstall clean
+.PHONY: run test lint typecheck tools bench install uninstall clean
 
 # `make run` needs only the package and its runtime dependencies; `make test` adds the
 # test tools to the same virtualenv.  systemd-python (journald tests) compiles against
@@ -44,8 +44,12 @@ run: $(RUN_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check exporter tests
 
+# mypy --strict over exporter/ (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: tools lint
+test: tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

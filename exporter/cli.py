@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.config.file", dest="web_config_file", metavar="FILE",
         help="also (or only) validate this web config file",
     )
+    check.add_argument(
+        "--explain", action="store_true",
+        help="also list each source: whether it runs, what it reads, its options' values "
+        "and what they mean",
+    )
     check.set_defaults(usage_error=check.error)  # usage line + exit 2, as argparse's own
     sub.add_parser("default-config", help="print the default config, every key commented")
     rules = sub.add_parser(
@@ -131,7 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from exporter.config import ConfigError, load_config
+    from exporter.config import Config, ConfigError, load_config
+    from exporter.config.default import explain
     from exporter.http.webconfig import load_web_config
 
     if args.file is None and args.web_config_file is None:
@@ -141,11 +147,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if path is None:
             continue
         try:
-            load(path)
+            loaded = load(path)
         except ConfigError as e:
             problems += e.problems
         else:
             print(f"{path}: valid")
+            if args.explain and isinstance(loaded, Config):
+                sys.stdout.write(explain(loaded))
     if problems:
         _print_problems(problems)
         return EX_CONFIG

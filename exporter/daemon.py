@@ -26,6 +26,7 @@ from exporter.http.server import ExporterServer
 from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from exporter.logs import setup_logging
+from exporter.metric_names import CONFIG_RELOAD_OK
 from exporter.notifiers import build_notifiers
 from exporter.remote_write.writer import RemoteWriter
 from exporter.sdnotify import SystemdNotifier
@@ -37,7 +38,7 @@ from exporter.sources.targets import SharedFinder
 
 log = logging.getLogger("exporter.daemon")
 
-RELOAD_OK = "crankshaft_config_last_reload_successful"
+RELOAD_OK = CONFIG_RELOAD_OK
 RELOAD_TIME = "crankshaft_config_last_reload_success_timestamp_seconds"
 FIRST_COLLECTION_TIMEOUT_S = 20.0
 
@@ -106,7 +107,8 @@ def http_settings(config: Config, open_files: int) -> HttpSettings:
         request_timeout_s=h.request_timeout,
         idle_timeout_s=h.idle_timeout,
         max_connections=connection_cap(h.max_connections, open_files),
-        ingest_allow=tuple(h.ingest_allow) if h.ingest_allow_listed else None,
+        ingest_allow=h.ingest_allow,
+        ingest_allow_listed=h.ingest_allow_listed,
         ingest_token=h.ingest_token,
         target=describe_target(config),
     )

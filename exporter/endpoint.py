@@ -142,7 +142,7 @@ class MetricsEndpoint:
     def collection_interval_ms(self) -> int:
         return self.scheduler.interval_ms
 
-    def set_heartbeat(self, callback: Callable[[], None] | None, every_seconds: float) -> None:
+    def set_heartbeat(self, callback: Callable[[], object] | None, every_seconds: float) -> None:
         """Call ``callback`` from the collector loop at least every ``every_seconds``."""
         self.scheduler.set_heartbeat(callback, every_seconds)
 

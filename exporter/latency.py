@@ -88,7 +88,7 @@ class EndpointState:
     """One endpoint as kept across a restart (see :mod:`exporter.history`)."""
 
     name: str
-    window: array  # the window's observations in ms, oldest first
+    window: array[float]  # the window's observations in ms, oldest first
     buckets: tuple[int, ...]  # non-cumulative counts, +Inf last
     count: int
     sum_ms: float
@@ -129,13 +129,13 @@ class _Endpoint:
 
 def validate_latency(endpoint: object, latency_ms: object) -> tuple[str, float]:
     """Return the checked pair or raise ValueError naming what is wrong."""
-    check_name("endpoint", endpoint, MAX_ENDPOINT_LENGTH)
+    name = check_name("endpoint", endpoint, MAX_ENDPOINT_LENGTH)
     if isinstance(latency_ms, bool) or not isinstance(latency_ms, int | float):
         raise ValueError("latency must be a number of milliseconds")
     value = float(latency_ms) if abs(latency_ms) < 1e300 else math.inf  # no OverflowError
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"latency must be a finite number >= 0, got {latency_ms!r:.40}")
-    return endpoint, value
+    return name, value
 
 
 class LatencyTracker:

@@ -7,6 +7,7 @@ the journald and JSON outputs turn it into fields (ALERT_METRIC, ALERT_LEVEL, ..
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -60,9 +61,8 @@ class JournalHandler(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        from systemd import journal  # optional dependency; checked by the caller
-
-        self._send = journal.send
+        # optional dependency (checked by the caller), untyped: imported by name
+        self._send = importlib.import_module("systemd.journal").send
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -105,7 +105,7 @@ class JsonFormatter(logging.Formatter):
 
 def journal_available() -> bool:
     try:
-        from systemd import journal  # noqa: F401
+        importlib.import_module("systemd.journal")
     except ImportError:
         return False
     return True

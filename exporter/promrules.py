@@ -53,6 +53,7 @@ from collections.abc import Iterable
 
 import yaml
 
+from exporter import metric_names as names
 from exporter.alerts.rules import CRITICAL, LEVELS, WARNING, AlertRule
 from exporter.config.durations import format_duration, parse_duration
 from exporter.series import STATESET, SeriesSpec
@@ -63,23 +64,23 @@ from exporter.sources.registry import all_series
 # so labels a scrape config adds (such as the example's ``vehicle``) reach the alert.
 SPECIAL_EXPR: dict[str, tuple[str, tuple[str, ...]]] = {
     "request_latency_p95": (
-        "histogram_quantile(0.95, rate(crankshaft_request_duration_seconds_bucket{m}[5m])) * 1000",
+        f"histogram_quantile(0.95, rate({names.REQUEST_DURATION}_bucket{{m}}[5m])) * 1000",
         ("endpoint",),
     ),
     "request_latency_p99": (
-        "histogram_quantile(0.99, rate(crankshaft_request_duration_seconds_bucket{m}[5m])) * 1000",
+        f"histogram_quantile(0.99, rate({names.REQUEST_DURATION}_bucket{{m}}[5m])) * 1000",
         ("endpoint",),
     ),
-    "extension_crashed": ("crankshaft_extension_status{m}", ("extension",)),
-    "target_down": ("(1 - crankshaft_target_up{m})", ()),
+    "extension_crashed": (names.EXTENSION_STATUS + "{m}", ("extension",)),
+    "target_down": (f"(1 - {names.TARGET_UP}{{m}})", ()),
 }
 SPECIAL_MATCHERS = {"extension_crashed": ('status="crashed"',)}
 SPECIAL_UNITS = {"request_latency_p95": " ms", "request_latency_p99": " ms"}
 # How the seed's units read after a number in an annotation.  The seed's "MB" is RSS / 2**20
 # (exporter/sources/process.py), so it reads as MiB.
 _UNIT_TEXT = {"%": "%", "count": "", "flags": "", "MB": " MiB"}
-THRESHOLD = "crankshaft_alert_threshold"
-CLEAR_THRESHOLD = "crankshaft_alert_clear_threshold"
+THRESHOLD = names.ALERT_THRESHOLD
+CLEAR_THRESHOLD = names.ALERT_CLEAR_THRESHOLD
 JOIN = ("job", "instance", "vehicle")
 DEFAULT_JOB = "crankshaft"  # the job name of config/prometheus.yml and of remote write
 # How long a car may stay silent before CrankshaftVehicleSilent (info) says so: a long
@@ -158,9 +159,28 @@ def alert_name(metric: str) -> str:
     return "Crankshaft" + "".join(part.capitalize() for part in metric.split("_"))
 
 
+# Alert names with a section of their own in README's runbook (a test holds the two equal);
+# any other (a series of a source added later) links to the generic section.
+RUNBOOK_SECTIONS = frozenset({
+    "CrankshaftMemoryUsage", "CrankshaftCpuUsage", "CrankshaftActiveConnections",
+    "CrankshaftTotalConnections", "CrankshaftRequestLatency", "CrankshaftRequestLatencyP95",
+    "CrankshaftRequestLatencyP99", "CrankshaftExtensionCrashed", "CrankshaftTargetDown",
+    "CrankshaftProcessThreads", "CrankshaftProcessOpenFds", "CrankshaftCpuTemperature",
+    "CrankshaftBoardThrottled", "CrankshaftBoardThrottledSinceBoot", "CrankshaftExporterDown",
+    "CrankshaftExporterGone", "CrankshaftNoTargets", "CrankshaftMetricsMissing",
+    "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors", "CrankshaftSourceFailing",
+    "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
+    "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
+    "CrankshaftVehicleExporterDown", "CrankshaftVehicleSilent", "CrankshaftRemoteWriteDropped",
+    "CrankshaftRemoteWriteBacklog",
+})
+GENERIC_RUNBOOK = "other-series-alerts"  # README's "Other series alerts"
+
+
 def runbook_anchor(alertname: str) -> str:
-    """README's runbook has one heading per alert name; this is its GitHub anchor."""
-    return alertname.lower()
+    """The GitHub anchor of the alert's runbook section in README: its own heading, or the
+    generic one."""
+    return alertname.lower() if alertname in RUNBOOK_SECTIONS else GENERIC_RUNBOOK
 
 
 def _selector(metric: str, rule: AlertRule, siblings: list[AlertRule]) -> str:
@@ -225,7 +245,7 @@ def _annotations(rule: AlertRule, severity: str, runbook_base: str) -> dict[str,
     elif rule.metric == "target_down":
         description = (
             f"No target process found on {WHERE}: memory and CPU are not sampled "
-            "(crankshaft_target_up is 0)."
+            f"({names.TARGET_UP} is 0)."
         )
     else:
         description = (
@@ -327,16 +347,16 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftMetricsMissing",
-        'up{{job="{job}"}} == 1 unless on (job, instance) crankshaft_exporter_build_info',
+        'up{{job="{job}"}} == 1 unless on (job, instance) ' + names.BUILD + "_info",
         "5m",
         "warning",
         "No crankshaft-exporter metrics from " + WHERE,
-        WHERE + " answers scrapes but without crankshaft_exporter_build_info: the scrape "
+        WHERE + f" answers scrapes but without {names.BUILD}_info: the scrape "
         "reaches something else (wrong port or metrics_path).",
     ),
     (
         "CrankshaftConfigReloadFailed",
-        'crankshaft_config_last_reload_successful{{job="{job}"}} == 0',
+        names.CONFIG_RELOAD_OK + '{{job="{job}"}} == 0',
         "10m",
         "warning",
         "crankshaft-exporter configuration reload failed on " + WHERE,
@@ -345,7 +365,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftCollectionErrors",
-        'increase(crankshaft_collection_errors_total{{job="{job}"}}[10m]) > 1',
+        "increase(" + names.COLLECTION_ERRORS + '_total{{job="{job}"}}[10m]) > 1',
         "5m",
         "warning",
         "Collection errors from source {{ $labels.source }} on " + WHERE,
@@ -353,8 +373,17 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
         "10 minutes on " + WHERE + "; its series have gaps.",
     ),
     (
+        "CrankshaftSourceFailing",
+        "avg_over_time(" + names.SOURCE_UP + '{{job="{job}"}}[15m]) < 0.5',
+        "5m",
+        "warning",
+        "Source {{ $labels.source }} keeps failing on " + WHERE,
+        "Source {{ $labels.source }} failed in more than half of its collections over the last "
+        "15 minutes on " + WHERE + "; its series are absent while it fails.",
+    ),
+    (
         "CrankshaftNotificationsFailing",
-        'increase(crankshaft_notifications_failed_total{{job="{job}"}}[10m]) > 2',
+        "increase(" + names.NOTIFICATIONS_FAILED + '_total{{job="{job}"}}[10m]) > 2',
         "5m",
         "warning",
         "Notifier {{ $labels.notifier }} failing on " + WHERE,
@@ -363,7 +392,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftNotificationsDropped",
-        'increase(crankshaft_notifications_dropped_total{{job="{job}"}}[10m]) > 0',
+        "increase(" + names.NOTIFICATIONS_DROPPED + '_total{{job="{job}"}}[10m]) > 0',
         "0s",
         "warning",
         "Notifier {{ $labels.notifier }} dropped alert notifications on " + WHERE,
@@ -372,7 +401,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftLatencyObservationsDropped",
-        'increase(crankshaft_latency_dropped_observations_total{{job="{job}"}}[10m]) > 0',
+        "increase(" + names.LATENCY_DROPPED + '_total{{job="{job}"}}[10m]) > 0',
         "0s",
         "warning",
         "Endpoint cap reached on " + WHERE,
@@ -381,7 +410,7 @@ HEALTH_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftExtensionUpdatesDropped",
-        'increase(crankshaft_extension_dropped_updates_total{{job="{job}"}}[10m]) > 0',
+        "increase(" + names.EXTENSION_DROPPED + '_total{{job="{job}"}}[10m]) > 0',
         "0s",
         "warning",
         "Extension cap reached on " + WHERE,
@@ -401,7 +430,7 @@ FLEET_INTERVAL = "1m"
 # was down for up to a day; a raw range of weeks would read every sample of every car each
 # evaluation.
 LAST_SEEN_EXPR = (
-    'crankshaft_last_collection_timestamp_seconds{{job="{job}"}} '
+    names.LAST_COLLECTION + '{{job="{job}"}} '
     "or last_over_time(" + LAST_SEEN + '{{job="{job}"}}[1d])'
 )
 FLEET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
@@ -417,7 +446,7 @@ FLEET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ),
     (
         "CrankshaftRemoteWriteDropped",
-        'increase(crankshaft_remote_write_samples_dropped_total{{job="{job}"}}[15m]) > 0',
+        "increase(" + names.RW_DROPPED + '_total{{job="{job}"}}[15m]) > 0',
         "0s",
         "warning",
         "Remote write dropped samples ({{ $labels.reason }}) on " + WHERE,
@@ -431,8 +460,8 @@ FLEET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
         # this receiver arrives with the backlog (late, unseen by rules); what fires here in
         # time is another remote_write entry falling behind while this one delivers.
         "CrankshaftRemoteWriteBacklog",
-        'crankshaft_remote_write_oldest_pending_age_seconds{{job="{job}"}} > 900 and '
-        'delta(crankshaft_remote_write_samples_pending{{job="{job}"}}[15m]) > 0',
+        names.RW_OLDEST_PENDING_AGE + '{{job="{job}"}} > 900 and '
+        "delta(" + names.RW_PENDING + '{{job="{job}"}}[15m]) > 0',
         "15m",
         "warning",
         "Remote write falling behind on " + WHERE,

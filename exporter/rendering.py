@@ -123,6 +123,7 @@ class Renderer:
                 collections=rec.collections,
                 last_collection_seconds=rec.last_collection_seconds,
                 collection_errors=self._sources.error_counts(),
+                source_health=self._sources.health(),
                 dropped_latency_observations=store.latency.dropped_observations,
                 dropped_extension_updates=store.extensions.dropped_updates,
                 evicted_endpoints=store.latency.evicted,

@@ -67,7 +67,7 @@ class RingBuffer:
             self._count += 1
         self.appended += 1
 
-    def load(self, timestamps: array, values: array) -> None:
+    def load(self, timestamps: array[float], values: array[float]) -> None:
         """Replace the contents with these samples (oldest first), keeping the newest that
         fit: how a restored history comes back without one append per sample."""
         if len(timestamps) != len(values):
@@ -84,7 +84,7 @@ class RingBuffer:
         self._head = 0
         self._count = 0
 
-    def _window(self, column: array, last_n: int | None) -> array:
+    def _window(self, column: array[float], last_n: int | None) -> array[float]:
         """The newest ``last_n`` entries of a column (all if None/negative), oldest first."""
         n = self._count if last_n is None or last_n < 0 else min(last_n, self._count)
         if n == 0:
@@ -94,10 +94,10 @@ class RingBuffer:
             return column[start : self._head]
         return column[start + self._capacity :] + column[: self._head]
 
-    def values(self, last_n: int | None = None) -> array:
+    def values(self, last_n: int | None = None) -> array[float]:
         return self._window(self._values, last_n)
 
-    def timestamps(self, last_n: int | None = None) -> array:
+    def timestamps(self, last_n: int | None = None) -> array[float]:
         return self._window(self._times, last_n)
 
     def samples(self, last_n: int | None = None) -> list[tuple[float, float]]:
@@ -109,7 +109,7 @@ class RingBuffer:
         i = self._head - 1
         return self._times[i], self._values[i]
 
-    def values_since(self, since_ms: float) -> array:
+    def values_since(self, since_ms: float) -> array[float]:
         """Values whose timestamp is at or after ``since_ms`` (timestamps are appended in order)."""
         return self.values()[bisect_left(self.timestamps(), since_ms) :]
 
@@ -131,7 +131,7 @@ class RingBuffer:
         return stats_of(self.values(last_n))
 
 
-def stats_of(values: array) -> SeriesStats:
+def stats_of(values: array[float]) -> SeriesStats:
     """Stats of a window; fsum keeps the average exact-rounded whatever the magnitudes."""
     if not values:
         return EMPTY_STATS

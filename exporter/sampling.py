@@ -4,6 +4,11 @@ A source that raises, or returns a key it did not declare or a value that is no 
 number, loses its own series for that tick (they are absent, not stale), is counted in
 ``crankshaft_collection_errors_total{source}`` and logged once per run of failures; the
 other sources' series are recorded as usual.
+
+Each source's last collection is also kept, as node_exporter keeps each collector's
+(``node_scrape_collector_success``/``_duration_seconds``): whether it read, how long it
+took and how many series it read, for ``crankshaft_source_up``,
+``crankshaft_source_duration_seconds`` and ``crankshaft_source_series``.
 """
 
 from __future__ import annotations
@@ -11,14 +16,25 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.sources.base import Source
 from exporter.sources.targets import TargetMiss
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """One source's last collection: read without error, its duration, the series it read
+    (0 with ``up``: it found nothing to read, e.g. no target process or no sensor)."""
+
+    up: bool
+    seconds: float
+    series: int
 
 
 @dataclass(slots=True)
@@ -39,21 +55,25 @@ class SourceSet:
         self.errors: Counter[str] = Counter()
         self._errors_lock = threading.Lock()  # scrapes read the counts while ticks add
         self._failing: set[str] = set()
+        self._health: dict[str, SourceHealth] = {}  # under _errors_lock
 
     def read(self) -> Readings:
         out = Readings()
         for source in self.sources:
             declared = {spec.key for spec in source.series}
             out.owned |= declared
+            start = time.perf_counter()
             try:
                 values = dict(source.collect())
                 bad = _undeclared_or_invalid(values, declared)
                 if bad:
                     raise ValueError(bad)
             except Exception as e:  # a broken source must not stop the others
+                self._note(source.name, SourceHealth(False, time.perf_counter() - start, 0))
                 self._fail(source, e)
                 out.failed.append(source.name)
                 continue
+            self._note(source.name, SourceHealth(True, time.perf_counter() - start, len(values)))
             if source.name in self._failing:
                 self._failing.discard(source.name)
                 log.info("source %s reads again", source.name)
@@ -66,6 +86,15 @@ class SourceSet:
             self._failing.add(source.name)
             log.warning("source %s failed, its series are absent until it reads: %s",
                         source.name, error)
+
+    def _note(self, name: str, health: SourceHealth) -> None:
+        with self._errors_lock:
+            self._health[name] = health
+
+    def health(self) -> dict[str, SourceHealth]:
+        """The last collection of each running source that has run."""
+        with self._errors_lock:
+            return {s.name: h for s in self.sources if (h := self._health.get(s.name))}
 
     def count_error(self, name: str) -> None:
         with self._errors_lock:
@@ -105,7 +134,7 @@ class SourceSet:
             source.close()
 
 
-def _undeclared_or_invalid(values: dict[str, object], declared: set[str]) -> str:
+def _undeclared_or_invalid(values: Mapping[str, object], declared: set[str]) -> str:
     for key, value in values.items():
         if key not in declared:
             return f"returned {key!r}, which it does not declare"

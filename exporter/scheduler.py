@@ -33,7 +33,7 @@ class Scheduler:
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._heartbeat: tuple[Callable[[], None] | None, float] = (None, 0.0)
+        self._heartbeat: tuple[Callable[[], object] | None, float] = (None, 0.0)
 
     @property
     def running(self) -> bool:
@@ -43,7 +43,7 @@ class Scheduler:
         self.interval_ms = check_interval_ms(interval_ms)
         self._wake.set()
 
-    def set_heartbeat(self, callback: Callable[[], None] | None, every_seconds: float) -> None:
+    def set_heartbeat(self, callback: Callable[[], object] | None, every_seconds: float) -> None:
         """Call ``callback`` from the loop at least every ``every_seconds``: if the loop
         hangs, the pings stop (how the systemd watchdog is fed)."""
         self._heartbeat = (callback, every_seconds)

@@ -60,15 +60,6 @@ class SeriesSpec:
         """The name its samples carry in the exposition."""
         return self.metric + "_total" if self.kind == COUNTER else self.metric
 
-    def promql(self) -> str:
-        """A PromQL selector for this series' value, as alert rules compare it."""
-        if self.kind == STATESET:  # any state true: the family's samples summed
-            inner = ",".join(f'{k}="{v}"' for k, v in self.labels)
-            selector = self.metric + (f"{{{inner}}}" if inner else "")
-            return f"sum without ({self.metric}) ({selector})"
-        inner = ",".join(f'{k}="{v}"' for k, v in self.labels)
-        return self.sample_name + (f"{{{inner}}}" if inner else "")
-
 
 def spec_problems(spec: SeriesSpec) -> list[str]:
     problems = []

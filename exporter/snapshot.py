@@ -3,10 +3,11 @@ plus the families that status providers add about the exporter's own machinery."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.alerts.rules import AlertRule
 from exporter.latency import HistogramSnapshot
+from exporter.sampling import SourceHealth
 from exporter.series import SeriesSpec
 
 
@@ -40,4 +41,6 @@ class ExpositionSnapshot:
     evicted_endpoints: int
     evicted_extensions: int
     status: list[StatusFamily]  # from the registered status providers
+    # source name -> how its last collection went (sources not yet run are left out)
+    source_health: dict[str, SourceHealth] = field(default_factory=dict)
     last_collection_ms: float | None = None  # when the last tick ran (unix ms)

@@ -20,10 +20,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import stop_process
+from tests.helpers import Sleeper, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on (\S+) port (\d+)")
+
+
+@pytest.fixture
+def sleepers() -> Iterator[list[Sleeper]]:
+    """Sleeping child processes a test starts (it appends them), stopped after it."""
+    started: list[Sleeper] = []
+    yield started
+    for s in started:
+        s.stop()
 
 
 def require(condition: bool, why: str) -> None:

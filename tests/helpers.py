@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -93,3 +94,47 @@ class LocalServer:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+
+
+# Burns a little CPU first when asked (so its CPU time is not 0), then blocks on stdin:
+# while blocked, none of its numbers (CPU time, resident set, threads, descriptors, I/O,
+# context switches) move between two reads.
+_SLEEPER = r"""
+import sys, time
+end = time.process_time() + float(sys.argv[1])
+while time.process_time() < end:
+    pass
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+class Sleeper:
+    """A child Python process that is asleep (blocked on stdin) once constructed; ``argv``
+    lands on its command line (a marker for the cmdline finder)."""
+
+    def __init__(self, *argv: str, burn_cpu: bool = False) -> None:
+        import psutil
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SLEEPER, "0.05" if burn_cpu else "0", *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+        # "ready" is printed just before the read: wait until it is really blocked.
+        wait_for(
+            lambda: psutil.Process(self.pid).status() == psutil.STATUS_SLEEPING,
+            "the child to block on stdin",
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+

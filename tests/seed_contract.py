@@ -3,6 +3,8 @@ and the default alerts, written out once for every test that checks it."""
 
 from __future__ import annotations
 
+from exporter.sources import registry
+
 # GET /metrics: the top-level keys (the seed's, plus our websocket_total series).
 METRICS_KEYS = {
     "timestamp",
@@ -86,29 +88,18 @@ SEED_THRESHOLDS = {
     for metric, (warning, critical, _) in SEED_DEFAULT_ALERTS.items()
     for level, threshold in (("warning", warning), ("critical", critical))
 }
-# Beyond the seed: what the daemon's default sources (process detail, board health) add to
-# GET /metrics and GET /metrics/csv, after the seed's keys and columns.
-DEFAULT_SOURCE_JSON_KEYS = {
-    "threads",
-    "open_fds",
-    "io_read_bytes",
-    "io_written_bytes",
-    "voluntary_context_switches",
-    "involuntary_context_switches",
-    "cpu_temperature",
-    "throttled",
-    "throttled_since_boot",
-}
+# Beyond the seed: what the daemon's default sources add to GET /metrics and GET
+# /metrics/csv, after the seed's keys and columns, in catalog order: derived from the
+# registered sources' declarations, so a new default source needs no edit here.
+_SEED_SERIES_KEYS = {key for key, _ in SEED_SERIES.values()}
+_DEFAULT_SOURCE_SERIES = [
+    s
+    for s in registry.catalog(t.name for t in registry.source_types() if t.default_enabled)
+    if s.key not in _SEED_SERIES_KEYS
+]
+DEFAULT_SOURCE_JSON_KEYS = {s.json_key for s in _DEFAULT_SOURCE_SERIES if s.json_key}
 DAEMON_METRICS_KEYS = METRICS_KEYS | DEFAULT_SOURCE_JSON_KEYS
 DAEMON_CSV_HEADER = [
     *CSV_HEADER,
-    "threads",
-    "open_fds",
-    "io_read_bytes",
-    "io_written_bytes",
-    "voluntary_context_switches",
-    "involuntary_context_switches",
-    "cpu_temperature_celsius",
-    "throttled_flags",
-    "throttled_since_boot_flags",
+    *(s.csv_column for s in _DEFAULT_SOURCE_SERIES if s.csv_column),
 ]

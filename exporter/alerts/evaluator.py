@@ -149,9 +149,9 @@ class AlertEvaluator:
                 kind = _transition(old_level, new_level)
                 inst.level = new_level
                 inst.level_since = now_ms
-                events.append(
-                    self._event(kind, key, inst, new_level or old_level, old_level, now_ms)
-                )
+                shown = new_level or old_level
+                assert shown is not None  # the two differ: one of them is a level
+                events.append(self._event(kind, key, inst, shown, old_level, now_ms))
             if inst.level is None and all(s.pending_since is None for s in inst.levels.values()):
                 del self._instances[key]  # nothing pending: keep no state for quiet values
         return events
@@ -224,7 +224,8 @@ def _step(state: _Level, rule: AlertRule, level: str, value: float, now_ms: floa
     if threshold is None:
         state.pending_since, state.firing = None, False
         return False
-    holds = value > threshold or (state.firing and value > rule.clear_threshold(level))
+    clear = rule.clear_threshold(level)  # set whenever the threshold is
+    holds = value > threshold or (state.firing and clear is not None and value > clear)
     if not holds:
         state.pending_since, state.firing = None, False
         return False

@@ -102,18 +102,18 @@ def _rule(walker: Walker, f: Fields, node: Node) -> AlertRule | None:
             failed.append(name)
     fields["description"] = f.get("description", checks.string(empty_ok=True), "")
     fields["enabled"] = f.get("enabled", checks.boolean, True)
-    fields["selector"] = _selector(walker, f, str(fields["metric"]))
+    fields["selector"] = _selector(walker, f, str(fields["metric"]))  # None: each
     # Every problem of the rule, not only the first: the relations between the fields that
     # were accepted are checked too (a rule with `for: -5` and warning above critical gets
     # both messages); a relation involving a rejected field would judge its stand-in.
     for problem in rule_problems(_unchecked(fields)):
         if any(name in problem for name in failed):
             continue
-        key, message = _translate(problem)
-        if key is None:
+        where, message = _translate(problem)
+        if where is None:
             walker.report(node, f.path, message)
         else:
-            walker.report(f.value_node(key) or node, f.key_path(key), message)
+            walker.report(f.value_node(where) or node, f.key_path(where), message)
     if len(walker.problems) > start:
         return None
     return AlertRule(**fields)  # type: ignore[arg-type]

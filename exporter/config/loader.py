@@ -95,7 +95,9 @@ def _build(w: Walker, root: Node | None, base_dir: Path | None) -> Config:
     top = w.mapping(root, "", top_keys())
     return Config(
         listen=top.get("listen", checks.listen, _DEFAULT.listen),
-        interval=top.get("interval", checks.duration(INTERVAL_MIN, INTERVAL_MAX), 60.0),
+        interval=top.get(
+            "interval", checks.duration(INTERVAL_MIN, INTERVAL_MAX), _DEFAULT.interval
+        ),
         history=_history(top.section("history", _HISTORY_KEYS), base_dir),
         target=_target(w, top.section("target", ("kind", "value")), base_dir),
         sources=_sources(top),

@@ -210,6 +210,9 @@ class LoggingConfig:
     format: str = "auto"  # one of LOG_FORMATS
 
 
+# A notifier's delivery defaults (webhooks and the Alertmanager; DeliveryWorker's too).
+DEFAULT_NOTIFY_TIMEOUT = 5.0  # seconds, per attempt
+DEFAULT_MAX_RETRIES = 5
 # A day: a car out of coverage for hours (and restarted meanwhile) still reports what happened.
 DEFAULT_RETRY_WINDOW_S = 86400.0
 
@@ -217,8 +220,8 @@ DEFAULT_RETRY_WINDOW_S = 86400.0
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
     url: str
-    timeout: float = 5.0  # seconds, per attempt
-    max_retries: int = 5
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
     retry_window: float = DEFAULT_RETRY_WINDOW_S  # an undelivered event is dropped after it
     headers: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, in file order
 
@@ -226,7 +229,7 @@ class WebhookConfig:
 @dataclass(frozen=True, slots=True)
 class AlertmanagerConfig:
     url: str = "http://127.0.0.1:9093"
-    timeout: float = 5.0
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
     resend_interval: float = 60.0  # firing alerts are re-sent this often, as Prometheus does
     retry_window: float = DEFAULT_RETRY_WINDOW_S  # undelivered resolutions are kept this long
 

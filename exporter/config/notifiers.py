@@ -12,7 +12,6 @@ from yaml.nodes import MappingNode
 
 from exporter.config import checks
 from exporter.config.model import (
-    DEFAULT_RETRY_WINDOW_S,
     AlertmanagerConfig,
     NotifiersConfig,
     WebhookConfig,
@@ -29,6 +28,7 @@ _WEBHOOK_KEYS = ("url", "timeout", "max_retries", "retry_window", "headers")
 _ALERTMANAGER_KEYS = ("url", "timeout", "resend_interval", "retry_window")
 _TIMEOUT = checks.duration(0, MAX_TIMEOUT, lo_open=True)
 _RETRY_WINDOW = checks.duration(0, MAX_RETRY_WINDOW)
+_HOOK = WebhookConfig(url="")  # the defaults of a webhook's optional keys
 
 
 def notifiers(w: Walker, f: Fields) -> NotifiersConfig:
@@ -42,9 +42,9 @@ def notifiers(w: Walker, f: Fields) -> NotifiersConfig:
         before = len(w.problems)
         config = WebhookConfig(
             url=hook.get("url", checks.url, ""),
-            timeout=hook.get("timeout", _TIMEOUT, 5.0),
-            max_retries=hook.get("max_retries", checks.integer(0, MAX_RETRIES), 5),
-            retry_window=hook.get("retry_window", _RETRY_WINDOW, DEFAULT_RETRY_WINDOW_S),
+            timeout=hook.get("timeout", _TIMEOUT, _HOOK.timeout),
+            max_retries=hook.get("max_retries", checks.integer(0, MAX_RETRIES), _HOOK.max_retries),
+            retry_window=hook.get("retry_window", _RETRY_WINDOW, _HOOK.retry_window),
             headers=_headers(w, hook.section("headers", None)),
         )
         if len(w.problems) == before:

@@ -236,7 +236,7 @@ class Walker:
         if not isinstance(key_node, ScalarNode):
             self.report(key_node, path, "keys must be plain names, not lists or mappings")
             return None
-        return key_node.value
+        return str(key_node.value)
 
     def _check_known(
         self, key_node: Node, path: str, name: str, known: Collection[str] | None

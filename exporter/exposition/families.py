@@ -23,12 +23,13 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter import metric_names as names
 from exporter.alerts.rules import LEVELS
 from exporter.extensions import EXTENSION_STATES
 from exporter.series import COUNTER, GAUGE, SeriesSpec
 from exporter.snapshot import ExpositionSnapshot, StatusFamily
 
-HISTOGRAM = "crankshaft_request_duration_seconds"
+HISTOGRAM = names.REQUEST_DURATION
 HISTOGRAM_HELP = "Request latency per endpoint, as recorded by the monitored service"
 EXTENSION_HELP = (
     "Extension lifecycle state: 1 for the state the extension is in, 0 for the others"
@@ -51,7 +52,7 @@ def state_values(spec: SeriesSpec, value: float) -> dict[str, bool]:
 def series_family(specs: list[SeriesSpec], current: dict[str, float]) -> Metric:
     first = specs[0]
     labelnames = [k for k, _ in first.labels]
-    family: Metric
+    family: GaugeMetricFamily | CounterMetricFamily | StateSetMetricFamily
     if first.kind == GAUGE:
         family = GaugeMetricFamily(first.metric, first.help, labels=labelnames,
                                    unit=first.prom_unit)
@@ -68,7 +69,7 @@ def series_family(specs: list[SeriesSpec], current: dict[str, float]) -> Metric:
         if isinstance(family, StateSetMetricFamily):
             family.add_metric(label_values, state_values(spec, value))
         else:
-            family.add_metric(label_values, value)  # type: ignore[attr-defined]
+            family.add_metric(label_values, value)
     return family
 
 
@@ -89,7 +90,7 @@ def histogram_family(snap: ExpositionSnapshot) -> Metric:
 
 def other_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     """Everything after the histogram: extensions, alerts, health, build, status."""
-    ext = GaugeMetricFamily("crankshaft_extension_status", EXTENSION_HELP,
+    ext = GaugeMetricFamily(names.EXTENSION_STATUS, EXTENSION_HELP,
                             labels=["extension", "status"])
     for name, current in sorted(snap.extensions.items()):
         for state in EXTENSION_STATES:
@@ -98,7 +99,7 @@ def other_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     yield from _alert_families(snap)
     yield from _health_families(snap)
     yield InfoMetricFamily(
-        "crankshaft_exporter_build",
+        names.BUILD,
         "Version of crankshaft-exporter and of the Python running it",
         value={"version": __version__, "python_version": platform.python_version()},
     )
@@ -123,7 +124,7 @@ def _alert_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         labels=["metric", "level"],
     )
     thresholds = GaugeMetricFamily(
-        "crankshaft_alert_threshold",
+        names.ALERT_THRESHOLD,
         "Configured alert thresholds, in the unit of the metric they watch",
         labels=["metric", "level", "selector"],
     )
@@ -131,7 +132,7 @@ def _alert_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     # threshold itself without hysteresis): Prometheus rules compare each instance with its
     # own pair (exporter/promrules.py), so one rules file serves a fleet.
     clears = GaugeMetricFamily(
-        "crankshaft_alert_clear_threshold",
+        names.ALERT_CLEAR_THRESHOLD,
         "Configured clear thresholds (hysteresis): a firing level holds while the value is above",
         labels=["metric", "level", "selector"],
     )
@@ -180,14 +181,14 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     if snap.target_up is not None:
         yield GaugeMetricFamily(
-            "crankshaft_target_up",
+            names.TARGET_UP,
             "1 if a target process was found at the last collection, else 0",
             value=1 if snap.target_up else 0,
         )
     yield _counter("crankshaft_collections", "Collection cycles run", snap.collections)
     if snap.last_collection_ms is not None:
         yield GaugeMetricFamily(
-            "crankshaft_last_collection_timestamp_seconds",
+            names.LAST_COLLECTION,
             "When the last collection ran (unix time): a car's last-seen time",
             value=snap.last_collection_ms / 1000.0,
         )
@@ -200,13 +201,14 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         duration.add_metric([], snap.last_collection_seconds)
     yield duration
     errors = CounterMetricFamily(
-        "crankshaft_collection_errors", "Collection failures, by source", labels=["source"]
+        names.COLLECTION_ERRORS, "Collection failures, by source", labels=["source"]
     )
     for source, n in sorted(snap.collection_errors.items()):
         errors.add_metric([source], n)
     yield errors
+    yield from _source_families(snap)
     yield _counter(
-        "crankshaft_latency_dropped_observations",
+        names.LATENCY_DROPPED,
         "Latency observations dropped because the endpoint cap was reached",
         snap.dropped_latency_observations,
     )
@@ -216,7 +218,7 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
         snap.evicted_endpoints,
     )
     yield _counter(
-        "crankshaft_extension_dropped_updates",
+        names.EXTENSION_DROPPED,
         "Extension status updates dropped because the extension cap was reached",
         snap.dropped_extension_updates,
     )
@@ -227,13 +229,37 @@ def _health_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
     )
 
 
+def _source_families(snap: ExpositionSnapshot) -> Iterator[Metric]:
+    """Each source's last collection, as node_exporter shows each collector's."""
+    up = GaugeMetricFamily(
+        names.SOURCE_UP, "1 if the source's last collection read without error, else 0",
+        labels=["source"],
+    )
+    duration = GaugeMetricFamily(
+        names.SOURCE_DURATION, "Duration of the source's last collection",
+        labels=["source"], unit="seconds",
+    )
+    series = GaugeMetricFamily(
+        names.SOURCE_SERIES,
+        "Series the source read at its last collection (0: nothing to read, e.g. no target)",
+        labels=["source"],
+    )
+    for source, health in sorted(snap.source_health.items()):
+        up.add_metric([source], 1 if health.up else 0)
+        duration.add_metric([source], health.seconds)
+        series.add_metric([source], health.series)
+    yield up
+    yield duration
+    yield series
+
+
 def status_family(status: StatusFamily) -> Metric:
     labelnames = list(status.samples[0][0]) if status.samples else []
-    family: Metric
+    family: CounterMetricFamily | GaugeMetricFamily
     if status.kind == "counter":
         family = CounterMetricFamily(status.name, status.help, labels=labelnames)
     else:
         family = GaugeMetricFamily(status.name, status.help, labels=labelnames)
     for label_pairs, value in status.samples:
-        family.add_metric([label_pairs[k] for k in labelnames], value)  # type: ignore[attr-defined]
+        family.add_metric([label_pairs[k] for k in labelnames], value)
     return family

@@ -109,9 +109,10 @@ def _is_simple(metric: Metric) -> bool:
 def format_metric(metric: Metric, openmetrics: bool, cache: _TextCache | None = None) -> str:
     """One family's text; unusual shapes go through the library encoder itself."""
     if not _is_simple(metric):
-        encoder = openmetrics_encoder if openmetrics else text_encoder
-        text = encoder(_Families([metric])).decode()
-        return text.removesuffix("# EOF\n") if openmetrics else text
+        if openmetrics:
+            text: str = openmetrics_encoder(_Families([metric])).decode()
+            return text.removesuffix("# EOF\n")
+        return text_encoder(_Families([metric])).decode()
     cache = cache or _TextCache()
     labels = cache.label_text
     lines = [cache.header(metric, openmetrics)]
@@ -134,7 +135,7 @@ class _Families:
 def count_text(count: int) -> str:
     """``floatToGoString`` of a whole count, without its float round trip where the result
     is known: below 10**6 Go's format is Python's repr of the float (``"5.0"``)."""
-    return f"{count}.0" if 0 <= count < 1_000_000 else floatToGoString(count)
+    return f"{count}.0" if 0 <= count < 1_000_000 else str(floatToGoString(count))
 
 
 class _HistogramBlock:

@@ -66,7 +66,7 @@ def _number(value: float) -> str:
     return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
-def _lines(prefix: str, times: array, values: Iterable[str]) -> Iterator[str]:
+def _lines(prefix: str, times: array[float], values: Iterable[str]) -> Iterator[str]:
     """``prefix value timestamp`` per sample, in pieces of PIECE_SAMPLES lines; timestamps
     are ms, written as seconds."""
     values = list(values)
@@ -76,7 +76,7 @@ def _lines(prefix: str, times: array, values: Iterable[str]) -> Iterator[str]:
                        zip(values[start : start + PIECE_SAMPLES], stamps, strict=True)])
 
 
-def _family(specs: list[SeriesSpec], columns: dict[str, tuple[array, array]],
+def _family(specs: list[SeriesSpec], columns: dict[str, tuple[array[float], array[float]]],
             extra: list[tuple[str, str]]) -> Iterator[str]:
     first = specs[0]
     if not any(len(columns[s.key][0]) for s in specs):
@@ -121,15 +121,13 @@ def iter_history(recorder: Recorder,
     return _encoded(groups, columns, extra)
 
 
-def _encoded(groups: dict[str, list[SeriesSpec]], columns: dict[str, tuple[array, array]],
-             extra: list[tuple[str, str]]) -> Iterator[bytes]:
+def _encoded(
+    groups: dict[str, list[SeriesSpec]],
+    columns: dict[str, tuple[array[float], array[float]]],
+    extra: list[tuple[str, str]],
+) -> Iterator[bytes]:
     for specs in groups.values():
         for part in _family(specs, columns, extra):
             yield part.encode()
     yield b"# EOF\n"
 
-
-def sample_counts(recorder: Recorder) -> dict[str, int]:
-    """Stored samples per series key (what a backfilled Prometheus should count)."""
-    with recorder.lock:
-        return {key: len(buf) for key, buf in recorder.store.series.items()}

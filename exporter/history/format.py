@@ -87,7 +87,7 @@ class HistoryState:
     first; the latency tracker; the extension registry."""
 
     saved_at_ms: float
-    series: dict[str, tuple[array, array]]
+    series: dict[str, tuple[array[float], array[float]]]
     latency: LatencyState
     extensions: ExtensionsState
     identities: dict[str, str] = field(default_factory=dict)  # key -> identity(spec)
@@ -103,7 +103,7 @@ def identity(spec: SeriesSpec) -> str:
     return f"{spec.metric}{{{labels}}} {spec.kind} {spec.unit} {'|'.join(spec.states)}"
 
 
-def _le(column: array) -> array | memoryview:
+def _le(column: array[float]) -> array[float] | memoryview:
     """The column as little-endian bytes (a copy only on a big-endian machine)."""
     if not _BIG_ENDIAN:
         return memoryview(column).cast("B")
@@ -142,14 +142,14 @@ def _meta(state: HistoryState) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
-def encode_chunks(state: HistoryState) -> Iterator[bytes | memoryview | array]:
+def encode_chunks(state: HistoryState) -> Iterator[bytes | memoryview | array[float]]:
     """The file as a sequence of buffers (header first), so that megabytes of samples
     are written from the columns themselves rather than joined into one more copy."""
     for times, values in state.series.values():
         if len(times) != len(values):
             raise ValueError("a series' timestamp and value columns differ in length")
     meta = _meta(state)
-    blobs: list[bytes | memoryview | array] = [META_LENGTH.pack(len(meta)), meta]
+    blobs: list[bytes | memoryview | array[float]] = [META_LENGTH.pack(len(meta)), meta]
     for times, values in state.series.values():
         blobs += [_le(times), _le(values)]
     blobs += [_le(e.window) for e in state.latency.endpoints]
@@ -181,7 +181,7 @@ def check_header(data: bytes) -> int:
         )
     if version != FORMAT_VERSION:
         raise FormatError("corrupt", f"unknown format version {version}")
-    return length
+    return int(length)
 
 
 def decode(data: bytes) -> HistoryState:
@@ -211,7 +211,7 @@ class _Reader:
         self.payload = payload
         self.offset = 0
 
-    def floats(self, n: int) -> array:
+    def floats(self, n: int) -> array[float]:
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise FormatError("corrupt", f"bad sample count {n!r:.40}")
         end = self.offset + 8 * n
@@ -243,7 +243,7 @@ def _decode_payload(payload: memoryview) -> HistoryState:
         raise FormatError("corrupt", "meta is not an object")
     reader = _Reader(payload)
     reader.offset = META_LENGTH.size + meta_len
-    series: dict[str, tuple[array, array]] = {}
+    series: dict[str, tuple[array[float], array[float]]] = {}
     identities: dict[str, str] = {}
     for key, n, ident in meta["series"]:
         if not isinstance(key, str) or key in series or not isinstance(ident, str):

@@ -60,7 +60,7 @@ def capture(recorder: Recorder) -> HistoryState:
         latency = store.latency.export_state()
         ext = store.extensions
         extensions = ExtensionsState(ext.states(), ext.dropped_updates, ext.evicted)
-    series: dict[str, tuple[array, array]] = {}
+    series: dict[str, tuple[array[float], array[float]]] = {}
     identities: dict[str, str] = {}
     for key, spec in specs.items():
         with recorder.lock:

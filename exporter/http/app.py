@@ -7,6 +7,7 @@ without details.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hmac
 import ipaddress
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from exporter import __version__
-from exporter.config.model import DEFAULT_INGEST_ALLOW
+from exporter.config.model import HttpConfig
 from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.history.backfill import check_extra_labels, iter_history
@@ -41,23 +42,26 @@ GZIP_MIN_BYTES = 1024
 MAX_LAST_N_DIGITS = 12
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_HTTP = HttpConfig()  # the one definition of the defaults: the config model's
 
 
-LOOPBACK: tuple[Network, ...] = DEFAULT_INGEST_ALLOW  # who writes when nobody was listed
 TOKEN_HEADER = "x-ingest-token"  # the token's other header, for when basic auth holds
 # "Authorization"
 
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """``ingest_allow`` None means the user listed no networks (then: loopback, and only
-    while no token is configured); a tuple, even empty, is the user's own list."""
+    """The ``http:`` section as the app uses it (defaults: the config model's).
+    ``ingest_allow_listed`` says whether the user listed ``ingest_allow`` (then only those
+    networks write without the token); if not, ``ingest_allow`` is loopback, and it writes
+    only while no token is configured."""
 
-    max_body_bytes: int = 1_048_576
-    request_timeout_s: float = 10.0
-    idle_timeout_s: float = 60.0
-    max_connections: int = 1024
-    ingest_allow: tuple[Network, ...] | None = None
+    max_body_bytes: int = DEFAULT_HTTP.max_body_bytes
+    request_timeout_s: float = DEFAULT_HTTP.request_timeout
+    idle_timeout_s: float = DEFAULT_HTTP.idle_timeout
+    max_connections: int = DEFAULT_HTTP.max_connections
+    ingest_allow: tuple[Network, ...] = DEFAULT_HTTP.ingest_allow
+    ingest_allow_listed: bool = False
     ingest_token: str | None = None
     target: str = "self"  # how the dashboard names the watched target
 
@@ -147,7 +151,7 @@ class App:
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         # Concurrent scrapes share one render per format (see coalesce.py).
         self._render = {
-            om: Coalescer(lambda om=om: endpoint.render_exposition(om)) for om in (False, True)
+            om: Coalescer(functools.partial(endpoint.render_exposition, om)) for om in (False, True)
         }
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/metrics": {"GET": self.metrics},
@@ -386,11 +390,10 @@ class App:
         configured, only networks the user listed in ``ingest_allow``; with no token, the
         listed networks or, if none were listed, loopback."""
         token = self.settings.ingest_token
-        listed = self.settings.ingest_allow
+        allow = self.settings.ingest_allow
         ip = _client_ip(request.client_ip)
         if token is None:
-            nets = LOOPBACK if listed is None else listed
-            if ip is not None and any(ip in net for net in nets):
+            if ip is not None and any(ip in net for net in allow):
                 return
             raise HttpError(403, f"writing is not allowed from {ip or 'this client'}")
         given = _presented_token(request)
@@ -400,7 +403,7 @@ class App:
                 return
             raise HttpError(401, "the bearer token is not valid for writing",
                             {"WWW-Authenticate": challenge + ', error="invalid_token"'})
-        if listed is not None and ip is not None and any(ip in net for net in listed):
+        if self.settings.ingest_allow_listed and ip is not None and any(ip in net for net in allow):
             return
         raise HttpError(401, "writing needs the ingest token (Authorization: Bearer TOKEN)",
                         {"WWW-Authenticate": challenge})

@@ -389,8 +389,10 @@ class ExporterServer:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def _read_request(self, conn: _Conn, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter, first: bytes) -> tuple[Request, bool]:
+    async def _read_request(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        first: bytes,
+    ) -> tuple[Request, bool, bool]:
         if first == b"\x16":  # a TLS ClientHello record: say so now, not at the deadline
             raise _Reply(400, "this port serves plain HTTP, not TLS")
         line = first if first == b"\n" else first + await self._line(reader, 414, "request line")

@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -179,7 +180,7 @@ def _text(w: Walker, f: Fields, key: str) -> str:
     if not isinstance(node, ScalarNode):
         w.report(node, f.key_path(key), f"expected a string, got {w.describe(node)}")
         return ""
-    return node.value
+    return str(node.value)
 
 
 def _strings(w: Walker, f: Fields, key: str) -> tuple[str, ...] | None:
@@ -196,7 +197,9 @@ def _strings(w: Walker, f: Fields, key: str) -> tuple[str, ...] | None:
     return tuple(v for _, v in items)
 
 
-def _choice(w: Walker, f: Fields, key: str, options: dict, default: str, noun: str) -> str:
+def _choice(
+    w: Walker, f: Fields, key: str, options: dict[str, Any], default: str, noun: str
+) -> str:
     value = _text(w, f, key) or default
     if value not in options:
         w.report(f.value_node(key), f.key_path(key),
@@ -303,7 +306,7 @@ def _scalar_text(w: Walker, node: Node, path: str) -> str:
     if not isinstance(node, ScalarNode):
         w.report(node, path, f"expected a string, got {w.describe(node)}")
         return ""
-    return node.value
+    return str(node.value)
 
 
 def _users(w: Walker, f: Fields) -> tuple[tuple[str, str], ...]:

@@ -41,7 +41,7 @@ class WebState:
 
 
 def _signature(paths: tuple[str, ...]) -> Signature:
-    result = []
+    result: list[tuple[int, int, int, int] | None] = []
     for path in paths:
         try:
             st = os.stat(path)

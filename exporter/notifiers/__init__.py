@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from exporter.alerts.events import AlertEvent
 from exporter.config.model import NotifiersConfig
 from exporter.endpoint import MetricsEndpoint
+from exporter.metric_names import NOTIFICATIONS_DROPPED, NOTIFICATIONS_FAILED
 from exporter.notifiers.alertmanager import AlertmanagerNotifier
 from exporter.notifiers.delivery import (
     DROP_REASONS,
@@ -67,15 +68,17 @@ __all__ = [
 log = logging.getLogger("exporter.notifiers")
 
 SENT = "crankshaft_notifications_sent"
-FAILED = "crankshaft_notifications_failed"
-DROPPED = "crankshaft_notifications_dropped"
+FAILED = NOTIFICATIONS_FAILED
+DROPPED = NOTIFICATIONS_DROPPED
 QUEUE_LENGTH = "crankshaft_notifications_queue_length"
 CLOSE_TIMEOUT_S = 5.0
 
 
 class _Notifier(Protocol):
-    name: str
     worker: DeliveryWorker
+
+    @property
+    def name(self) -> str: ...
 
     def on_event(self, event: AlertEvent) -> None: ...
     def begin_close(self) -> None: ...

@@ -58,6 +58,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exporter import __version__
+from exporter.config.model import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_NOTIFY_TIMEOUT,
+    DEFAULT_RETRY_WINDOW_S,
+)
 
 log = logging.getLogger("exporter.notifiers")
 
@@ -196,9 +201,9 @@ class DeliveryWorker:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 5.0,
-        max_retries: int | None = 5,
-        retry_window: float = 600.0,
+        timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        retry_window: float = DEFAULT_RETRY_WINDOW_S,
         max_queue: int = DEFAULT_MAX_QUEUE,
         initial_backoff: float = INITIAL_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
@@ -379,9 +384,10 @@ class DeliveryWorker:
             return
         item.attempts += 1
         try:
-            status: int | None = self._transport(self.url, body, self.headers, self.timeout)
-            error = None if is_retryable(status) or 200 <= status < 300 else "rejected"
-            problem = f"HTTP {status}"
+            answer = self._transport(self.url, body, self.headers, self.timeout)
+            status: int | None = answer
+            error = None if is_retryable(answer) or 200 <= answer < 300 else "rejected"
+            problem = f"HTTP {answer}"
         except Exception as e:  # timeouts, refused connections, garbage responses
             status, error, problem = None, None, _describe(e)
         finally:

@@ -67,12 +67,13 @@ def encode(series: Iterable[tuple[Labels, Sequence[tuple[int, float]]]]) -> byte
     for labels, samples in series:
         ts = add_series()
         add_label = ts.labels.add
-        for name, value in labels:
-            add_label(name=name, value=value)
+        for name, text in labels:
+            add_label(name=name, value=text)
         add_sample = ts.samples.add
         for timestamp, value in samples:
             add_sample(value=value, timestamp=timestamp)
-    return snappy.compress(request.SerializeToString())
+    body: bytes = snappy.compress(request.SerializeToString())
+    return body
 
 
 def decode(body: bytes) -> list[tuple[Labels, list[tuple[int, float]]]]:

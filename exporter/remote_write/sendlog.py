@@ -189,9 +189,11 @@ class SendLog:
         kind = payload[:1]
         if kind == b"S":
             _, sid = _SERIES.unpack_from(payload)
-            labels = tuple(tuple(p) for p in json.loads(payload[_SERIES.size:]))
-            self._labels[sid] = labels  # type: ignore[assignment]
-            self._ids[labels] = sid  # type: ignore[index]
+            labels: Labels = tuple(
+                (str(name), str(value)) for name, value in json.loads(payload[_SERIES.size:])
+            )
+            self._labels[sid] = labels
+            self._ids[labels] = sid
             segment.defined.add(sid)
         elif kind == b"T":
             _, seq, ts, count = _TICK.unpack_from(payload)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
+from exporter import metric_names as names
 from exporter.config.model import RemoteWriteConfig
 from exporter.remote_write.protocol import Labels
 from exporter.remote_write.sender import REASONS, Sender
@@ -150,19 +151,17 @@ class RemoteWriter:
             age.append((who, 0.0 if oldest is None else max(0.0, (now - oldest) / 1000.0)))
             if s.counts.last_success is not None:
                 success.append((who, s.counts.last_success))
-        p = "crankshaft_remote_write_"
         return [
-            StatusFamily(p + "samples_sent", "counter",
-                         "Samples the receiver acknowledged", sent),
-            StatusFamily(p + "samples_failed", "counter",
+            StatusFamily(names.RW_SENT, "counter", "Samples the receiver acknowledged", sent),
+            StatusFamily(names.RW_FAILED, "counter",
                          "Samples in requests that failed and are retried", failed),
-            StatusFamily(p + "samples_dropped", "counter",
+            StatusFamily(names.RW_DROPPED, "counter",
                          "Samples given up, by reason (too_old, refused, queue_full)", dropped),
-            StatusFamily(p + "samples_pending", "gauge",
+            StatusFamily(names.RW_PENDING, "gauge",
                          "Samples recorded and not yet acknowledged", pending),
-            StatusFamily(p + "oldest_pending_age_seconds", "gauge",
+            StatusFamily(names.RW_OLDEST_PENDING_AGE, "gauge",
                          "Age of the oldest sample not yet acknowledged (0 when none)", age),
-            StatusFamily(p + "last_success_timestamp_seconds", "gauge",
+            StatusFamily(names.RW_LAST_SUCCESS, "gauge",
                          "When the receiver last acknowledged a request", success),
         ]
 

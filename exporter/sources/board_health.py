@@ -192,13 +192,14 @@ SOURCE = SourceType(
     series=SERIES,
     build=_build,
     options=(
-        Option("sysfs_root", "/sys", check_path, "where sysfs is mounted (tests use a fake tree)"),
+        Option("sysfs_root", "/sys", check_path, "where sysfs is mounted"),
         Option(
             "thermal_zone",
             "auto",
             check_name_or_auto,
-            'the thermal zone type to read, e.g. "cpu-thermal"; auto picks the CPU\'s',
+            'the thermal zone (its "type") to read, e.g. cpu-thermal; auto picks the CPU\'s',
         ),
     ),
-    help="CPU temperature and Raspberry Pi under-voltage/throttling flags",
+    help="CPU temperature (thermal zones, or psutil's sensors) and the Raspberry Pi "
+    "firmware's under-voltage and throttling flags (get_throttled), now and since boot",
 )

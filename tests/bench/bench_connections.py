@@ -32,7 +32,8 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from exporter.sources.connections import TCPDIAG_GETSOCK, ConnectionSource, NetlinkDiag
+from exporter.sources.connections import ConnectionSource
+from exporter.sources.readers.tcp_connections import TCPDIAG_GETSOCK, NetlinkDiag
 from tests.bench.harness import median_seconds_per_call, table, us
 
 COUNTS = (0, 100, 1000)

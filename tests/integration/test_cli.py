@@ -76,6 +76,20 @@ def test_the_shipped_config_file_itself_passes_check_config() -> None:
     assert check.stdout.strip() == "config/exporter.yaml: valid"
 
 
+def test_check_config_explain_lists_each_source_with_its_options(tmp_path: Path) -> None:
+    path = tmp_path / "exporter.yaml"
+    path.write_text("board_health: {thermal_zone: soc-thermal}\nprocess_detail:\n"
+                    "  enabled: false\n", encoding="utf-8")
+    result = cli("check-config", str(path), "--explain")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"{path}: valid", "sources:"]
+    assert "  process_detail (disabled; section process_detail:)" in lines
+    assert "  board_health (enabled; section board_health:)" in lines
+    assert "    thermal_zone: soc-thermal" in lines
+    assert "      where sysfs is mounted" in lines  # the option's help
+
+
 # --- check-config on bad files -------------------------------------------------------------
 
 

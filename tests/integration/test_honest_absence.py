@@ -5,20 +5,15 @@ give their slots back, with an ingest reply that says what was dropped."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.conftest import RunningDaemon
-from tests.helpers import poll, wait_for
+from tests.helpers import Sleeper, poll, wait_for
 
 # Blocks on stdin: a target that is alive and does nothing.
-SLEEPER = "import sys; print('ready', flush=True); sys.stdin.readline()"
 
 TARGET_SERIES = (
     "crankshaft_memory_usage_mb",
@@ -73,32 +68,6 @@ def wait_ticks(d: RunningDaemon, n: int) -> None:
 
 
 # --- target death ---------------------------------------------------------------------------
-
-
-class Sleeper:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SLEEPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-@pytest.fixture
-def sleepers() -> Iterator[list[Sleeper]]:
-    started: list[Sleeper] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 def test_a_dead_target_is_absent_with_a_gap_and_comes_back(tmp_path, daemon_factory, sleepers):

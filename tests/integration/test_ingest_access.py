@@ -30,8 +30,11 @@ def test_default_policy_is_loopback_only(ip: str, status: int) -> None:
 
 
 def app_with(allow: tuple[str, ...] | None = None, token: str | None = None) -> App:
-    nets = None if allow is None else tuple(ipaddress.ip_network(n) for n in allow)
-    return App(MetricsEndpoint(sources=[]), HttpSettings(ingest_allow=nets, ingest_token=token))
+    if allow is None:
+        return App(MetricsEndpoint(sources=[]), HttpSettings(ingest_token=token))
+    nets = tuple(ipaddress.ip_network(n) for n in allow)
+    settings = HttpSettings(ingest_allow=nets, ingest_allow_listed=True, ingest_token=token)
+    return App(MetricsEndpoint(sources=[]), settings)
 
 
 def answer(app: App, ip: str, headers: dict[str, str] | None = None) -> tuple[int, str | None]:

@@ -40,7 +40,13 @@ import yaml
 from exporter.alerts.evaluator import AlertEvaluator
 from exporter.alerts.rules import CRITICAL, DEFAULT_RULES, WARNING, AlertRule
 from exporter.config import Config, load_config
-from exporter.promrules import alert_name, build_rules, render_rules, value_exprs
+from exporter.promrules import (
+    HEALTH_RULES,
+    alert_name,
+    build_rules,
+    render_rules,
+    value_exprs,
+)
 from tests.conftest import REPO, require_tool
 
 pytestmark = pytest.mark.real
@@ -587,9 +593,10 @@ def promtool_rules_test(promtool: str, doc: dict, tmp_path: Path) -> subprocess.
 def test_committed_default_rules_pass_promtool_check(promtool, tmp_path):
     proc = run([promtool, "check", "rules", str(COMMITTED)], tmp_path)
     assert proc.returncode == 0, output(proc)
-    # ten threshold rules (the shipped config), eleven offline/self-monitoring rules, and the
+    # ten threshold rules (the shipped config), the offline/self-monitoring rules, and the
     # fleet group's recorded last-seen time and three alerts
-    assert "SUCCESS: 25 rules found" in proc.stdout + proc.stderr, output(proc)
+    expected = 10 + len(HEALTH_RULES) + 4
+    assert f"SUCCESS: {expected} rules found" in proc.stdout + proc.stderr, output(proc)
 
 
 CONFIG = r"""
@@ -625,7 +632,7 @@ def test_rules_from_a_config_with_for_hysteresis_and_selectors_pass_promtool_che
     config = load_config(cfg)
     assert proc.stdout == render_rules(config.alerts, config.interval)
     count = sum(len(g["rules"]) for g in build_rules(config.alerts)["groups"])
-    assert count == 19 + 11 + 4
+    assert count == 19 + len(HEALTH_RULES) + 4
     rules = tmp_path / "rules.yml"
     rules.write_text(proc.stdout)
     check = run([promtool, "check", "rules", str(rules)], tmp_path)
@@ -839,6 +846,9 @@ def test_self_monitoring_rules_fire_on_their_inputs(promtool, tmp_path):
                 "1x30",
             series_text("crankshaft_collection_errors_total", {**source, "instance": "ok"}):
                 "2x30",
+            # a source failing every collection from 5m on, beside a healthy one
+            series_text("crankshaft_source_up", source): "1x4 0x30",
+            series_text("crankshaft_source_up", {**source, "source": "connections"}): "1x30",
         },
         [
             ("10m", "CrankshaftConfigReloadFailed", []),  # failed 6 minutes ago: pending
@@ -846,6 +856,9 @@ def test_self_monitoring_rules_fire_on_their_inputs(promtool, tmp_path):
              [health_alert("CrankshaftConfigReloadFailed", 0, **CAR)]),
             ("20m", "CrankshaftCollectionErrors",
              [health_alert("CrankshaftCollectionErrors", 10, **source)]),
+            ("12m", "CrankshaftSourceFailing", []),  # failing most of the window: pending
+            ("20m", "CrankshaftSourceFailing",
+             [health_alert("CrankshaftSourceFailing", 0, **source)]),
             ("20m", "CrankshaftNotificationsFailing",
              [health_alert("CrankshaftNotificationsFailing", 10, **am)]),
             ("9m", "CrankshaftNotificationsDropped", []),

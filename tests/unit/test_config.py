@@ -31,14 +31,15 @@ from exporter.config import (
     parse_duration,
 )
 from exporter.config.alerting import ALERT_KEYS
+from exporter.config.default import CORE_SECTIONS, comment, default_values, yaml_scalar
 from exporter.config.loader import top_keys
 from exporter.latency import DEFAULT_BUCKETS_SECONDS
+from exporter.sources import registry
 from exporter.sources.targets import TargetSpec
 from exporter.store import DEFAULT_CAPACITY
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGED = ROOT / "exporter" / "config" / "exporter.yaml"
-TOP_LEVEL_COPY = ROOT / "config" / "exporter.yaml"
+SHIPPED = ROOT / "config" / "exporter.yaml"  # generated: what `make install` puts in /etc
 
 
 def problems_of(text: str, **kwargs: object) -> list[tuple[int | None, str, str]]:
@@ -164,12 +165,46 @@ def test_empty_file_means_defaults(text: str) -> None:
 
 def test_default_file_equals_defaults() -> None:
     assert parse_config(default_config_text(), "exporter.yaml") == Config.default()
-    assert load_config(TOP_LEVEL_COPY) == Config.default()
+    assert load_config(SHIPPED) == Config.default()
 
 
-def test_default_file_is_shipped_and_copied_byte_for_byte() -> None:
-    assert default_config_text().encode("utf-8") == PACKAGED.read_bytes()
-    assert TOP_LEVEL_COPY.read_bytes() == PACKAGED.read_bytes()
+def test_shipped_file_is_the_generated_text_byte_for_byte() -> None:
+    assert SHIPPED.read_bytes() == default_config_text().encode("utf-8"), (
+        "config/exporter.yaml is generated: run "
+        "`.venv/bin/crankshaft-exporter default-config > config/exporter.yaml`"
+    )
+
+
+def test_every_top_level_key_has_its_commented_text() -> None:
+    """The loader's keys and the generated file's agree: a new core section needs its text
+    in CORE_SECTIONS, a source section comes from its declaration."""
+    source_keys = {t.config_key for t in registry.source_types()}
+    assert set(top_keys()) - source_keys <= set(CORE_SECTIONS)
+    text = default_config_text()
+    for t in registry.source_types():
+        if t.section == "":
+            continue
+        for line in comment(t.help, "  ") + [
+            line for o in t.options for line in comment(o.help, "  ")
+        ]:
+            assert line in text.splitlines()
+
+
+@pytest.mark.parametrize("key", sorted(CORE_SECTIONS))
+def test_each_core_section_text_is_yaml_of_its_key_alone(key: str) -> None:
+    text = CORE_SECTIONS[key].format(**default_values(Config()))
+    assert list(yaml.safe_load(text)) == [key]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(None, "null"), (True, "true"), (1536.0, "1536"), (0.005, "0.005"), ("auto", "auto"),
+     ("Memory usage high", "Memory usage high"), ("yes", '"yes"'), ("1.5", '"1.5"'),
+     ("a: b", '"a: b"'), ("# x", '"# x"'), ("", '""'), ("é", '"é"'), ("/sys", "/sys")],
+)
+def test_defaults_are_written_as_yaml_reads_them_back(value: object, shown: str) -> None:
+    assert yaml_scalar(value) == shown
+    assert yaml.safe_load(f"k: {shown}")["k"] == value
 
 
 def test_default_file_shows_every_key() -> None:

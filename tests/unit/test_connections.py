@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 
 from exporter.sources import connections
 from exporter.sources.base import SourceError
-from exporter.sources.connections import (
+from exporter.sources.connections import ConnectionSource
+from exporter.sources.readers import tcp_connections
+from exporter.sources.readers.tcp_connections import (
     SOCK_DIAG_BY_FAMILY,
     TCPDIAG_GETSOCK,
     ConnectionId,
-    ConnectionSource,
     NetlinkDiag,
     established_connections,
     proc_established_connections,
@@ -410,7 +411,7 @@ def test_source_remembers_a_refused_single_dump_across_reopened_sockets(
     def dump(self: NetlinkDiag, request: bytes, reply_type: int, found: set) -> None:
         kinds.append(reply_type)
         if reply_type == TCPDIAG_GETSOCK:
-            raise connections._Refused(errno.EINVAL, "Invalid argument")
+            raise tcp_connections._Refused(errno.EINVAL, "Invalid argument")
         if fail_next:
             fail_next.pop()
             raise OSError(errno.ENOBUFS, "No buffer space available")  # transient: reopen
@@ -443,7 +444,7 @@ def test_only_a_refusal_of_the_request_kind_switches_to_per_family(
 
     def refuse_compat(self: NetlinkDiag, request: bytes, reply_type: int, found: set) -> None:
         if reply_type == TCPDIAG_GETSOCK:
-            raise connections._Refused(code, "refused")
+            raise tcp_connections._Refused(code, "refused")
         real_dump(self, request, reply_type, found)
 
     monkeypatch.setattr(NetlinkDiag, "_dump", refuse_compat)
@@ -641,7 +642,7 @@ def test_source_error_when_netlink_and_proc_both_fail(
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/proc/net/tcp")
 
     monkeypatch.setattr(connections, "NetlinkDiag", no_netlink)
-    monkeypatch.setattr(connections, "proc_established_connections", no_proc)
+    monkeypatch.setattr(tcp_connections, "proc_established_connections", no_proc)
     source = ConnectionSource(8080)
     with pytest.raises(SourceError, match=r"port 8080.*netlink.*not permitted.*/proc/net/tcp"):
         source.collect()

@@ -14,6 +14,8 @@ checks every histogram it parses.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import sys
 import threading
@@ -38,6 +40,7 @@ from exporter.exposition.families import HISTOGRAM
 from exporter.exposition.fast import FastRenderer
 from exporter.extensions import EXTENSION_STATES
 from exporter.ingest import parse_batch
+from exporter.latency import HistogramSnapshot
 from exporter.series import COUNTER, GAUGE, STATESET
 from exporter.snapshot import ExpositionSnapshot, StatusFamily
 from exporter.sources import board_health, process_detail
@@ -355,6 +358,120 @@ def test_parity_covers_firing_alerts_escaping_and_non_finite_status_values() -> 
     assert 'crankshaft_test_sent_total 1e+308' in text
     assert 'endpoint="/a\\"b\\\\c é"' in text
     assert_parity(FastRenderer(), snap)
+
+
+# --- histogram counts and sums in every formatting branch ---------------------------------
+#
+# Recorded traffic never reaches a million observations in a test, so these build the
+# histogram snapshots directly: counts on both sides of the fast renderer's 10**6 switch
+# (its "%d.0" template below, floatToGoString's "2e+06" above) and beyond 10**16 (where
+# Python's repr itself turns to exponents), sums and bucket bounds in every branch of
+# floatToGoString (>= 1e6, >= 1e16, tiny, negative zero, NaN, +Inf, -Inf).
+
+_COUNT_EDGES = [0, 1, 999_999, 1_000_000, 1_000_001, 2_000_000, 1_234_567, 9_999_999,
+                10**15, 10**16 - 1, 10**16, 2**53 + 1, 10**19]
+hist_counts = st.one_of(
+    st.sampled_from(_COUNT_EDGES),
+    st.integers(0, 999_999),
+    st.integers(1_000_000, 10**16 - 1),
+    st.integers(10**16, 10**20),
+)
+_SUM_EDGES = [0.0, -0.0, math.nan, math.inf, -math.inf, 5e-324, 1e-7, 999_999.0, 1e6, 2e6,
+              1234567.5, 1e16, 1.5e16, 1e300, -2e6]
+hist_sums = st.one_of(
+    st.sampled_from(_SUM_EDGES),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(0, 1e-5),
+    st.floats(1e6, 1e16),
+    st.floats(1e16, 1e300),
+)
+hist_bounds = st.lists(
+    st.one_of(st.sampled_from([1e-7, 0.005, 999_999.0, 1e6, 2.5e6, 1e16, 3e20]),
+              st.floats(1e-9, 1e20, allow_nan=False)),
+    min_size=1,
+    max_size=5,
+    unique=True,
+).map(lambda xs: tuple(sorted(xs)))
+_serials = itertools.count(10**6)  # one per drawn content: (serial, count) names the text
+
+
+@st.composite
+def histogram_snapshots(draw: st.DrawFn, bounds: tuple[float, ...]) -> HistogramSnapshot:
+    """Cumulative counts (each at most the next, +Inf last = count) and a sum."""
+    cumulative = sorted(draw(st.lists(hist_counts, min_size=len(bounds) + 1,
+                                      max_size=len(bounds) + 1)))
+    return HistogramSnapshot(bounds, tuple(cumulative), cumulative[-1], draw(hist_sums),
+                             serial=next(_serials))
+
+
+@st.composite
+def histogram_phases(draw: st.DrawFn) -> list[dict[str, HistogramSnapshot]]:
+    """Snapshots of a few endpoints in turn; an endpoint keeps its histogram (a cache hit)
+    or gets a new one between phases."""
+    pool = draw(st.lists(names, min_size=1, max_size=3, unique=True))
+    bounds = {name: draw(hist_bounds) for name in pool}
+    phases: list[dict[str, HistogramSnapshot]] = []
+    for _ in range(draw(st.integers(1, 3))):
+        phase = {}
+        for name in draw(st.lists(st.sampled_from(pool), unique=True)):
+            previous = phases[-1].get(name) if phases else None
+            keep = previous is not None and draw(st.booleans())
+            phase[name] = previous if keep else draw(histogram_snapshots(bounds[name]))
+        phases.append(phase)
+    return phases
+
+
+def _snapshot_with(histograms: dict[str, HistogramSnapshot]) -> ExpositionSnapshot:
+    base = new_endpoint([1.7e9], None, []).exposition_snapshot()
+    return dataclasses.replace(base, histograms=histograms)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(phases=histogram_phases())
+def test_histogram_counts_and_sums_in_every_format_branch_match_the_encoders(
+    phases: list[dict[str, HistogramSnapshot]],
+) -> None:
+    renderer = FastRenderer()  # kept across phases: its cached blocks must stay right
+    for histograms in phases:
+        snap = _snapshot_with(histograms)
+        assert_parity(renderer, snap, [])
+        assert_parity(FastRenderer(), snap, [])
+
+
+# Each line the fast renderer formats itself, and what the library writes for it.
+FORMAT_BRANCHES = [
+    (999_999, "999999.0"),  # below 10**6: the "%d.0" template
+    (1_000_000, "1e+06"),  # at the switch: floatToGoString's Go-style exponent
+    (2_000_000, "2e+06"),
+    (1_234_567, "1.234567e+06"),
+    (10**16, "1e+16"),  # Python's repr turns to exponents itself
+    (2**53 + 1, "9.007199254740992e+15"),  # a float's precision, as the library has it
+]
+SUM_BRANCHES = [
+    (0.0, "0.0"), (-0.0, "-0.0"), (5e-324, "5e-324"), (1e-7, "1e-07"), (999_999.0, "999999.0"),
+    (2e6, "2e+06"), (1.5e16, "1.5e+16"), (math.nan, "NaN"), (math.inf, "+Inf"),
+    (-math.inf, "-Inf"), (-2e6, "-2000000.0"),  # Go-style exponents for positives only
+]
+
+
+@pytest.mark.parametrize(("count", "shown"), FORMAT_BRANCHES)
+@pytest.mark.parametrize(("total", "total_shown"), SUM_BRANCHES)
+def test_each_count_and_sum_branch_is_written_as_the_library_writes_it(
+    count: int, shown: str, total: float, total_shown: str
+) -> None:
+    """Every branch for certain (the property test above draws them only likely): a count
+    in the +Inf bucket, the _count line and a lower bucket, a sum of each kind."""
+    bounds = (1e-7, 2.5e6, 1e16)
+    hist = HistogramSnapshot(bounds, (0, 7, count, count), count, total, serial=next(_serials))
+    snap = _snapshot_with({"/a": hist})
+    assert_parity(FastRenderer(), snap, [])
+    text = FastRenderer().render(snap, False).decode()
+    assert _bucket_line(text, "/a", "+Inf").endswith(f'le="+Inf"}} {shown}')
+    assert _bucket_line(text, "/a", "1e+16").endswith(f" {shown}")
+    assert _bucket_line(text, "/a", "2.5e+06").endswith(" 7.0")
+    assert _bucket_line(text, "/a", "1e-07").endswith(" 0.0")
+    assert f'{HISTOGRAM}_count{{endpoint="/a"}} {shown}\n' in text
+    assert f'{HISTOGRAM}_sum{{endpoint="/a"}} {total_shown}\n' in text
 
 
 # --- the histogram cache ------------------------------------------------------------------

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from exporter.endpoint import MetricsEndpoint
-from exporter.sources.process_detail import (
-    ProcDetailReader,
-    ProcessDetailSource,
-    PsutilDetailReader,
-)
+from exporter.sources.process_detail import ProcessDetailSource
+from exporter.sources.readers.process_detail import ProcDetailReader, PsutilDetailReader
 from exporter.sources.targets import CmdlineFinder, PidFinder, ProcessFinder
-from tests.helpers import wait_for
+from tests.helpers import Sleeper
 
 KEYS = {
     "process_threads",
@@ -39,42 +33,6 @@ FAMILIES = (
     "crankshaft_process_io_written_bytes_total",
     "crankshaft_process_context_switches_total",
 )
-
-# Blocks on stdin at once: while it sleeps, none of its numbers move.
-SLEEPER = "import sys; print('ready', flush=True); sys.stdin.readline()"
-
-
-class Sleeper:
-    def __init__(self, marker: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SLEEPER, marker],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == "ready"
-        wait_for(
-            lambda: psutil.Process(self.pid).status() == psutil.STATUS_SLEEPING,
-            "the child to block on stdin",
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-@pytest.fixture
-def sleepers() -> Iterator[list[Sleeper]]:
-    started: list[Sleeper] = []
-    yield started
-    for s in started:
-        s.stop()
-
 
 @pytest.fixture
 def marker() -> str:

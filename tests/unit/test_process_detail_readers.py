@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from exporter.sources.process_detail import (
+from exporter.sources.process_detail import ProcessDetailSource
+from exporter.sources.readers.process_detail import (
     ProcDetailReader,
-    ProcessDetailSource,
     PsutilDetailReader,
     _count_fds_by_listing,
     _count_fds_by_size,

@@ -17,7 +17,15 @@ from exporter.alerts.evaluator import AlertEvaluator
 from exporter.alerts.rules import DEFAULT_RULES, SHIPPED_RULES, AlertRule, alertable_metrics
 from exporter.cli import EX_CONFIG, main
 from exporter.config import Config, format_duration, load_config, parse_duration
-from exporter.promrules import alert_name, build_rules, render_rules
+from exporter.promrules import (
+    GENERIC_RUNBOOK,
+    HEALTH_RULES,
+    RUNBOOK_SECTIONS,
+    alert_name,
+    build_rules,
+    render_rules,
+    runbook_anchor,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "config" / "crankshaft-exporter.rules.yml"
@@ -259,6 +267,7 @@ def test_health_group_offline_and_self_monitoring():
         "CrankshaftExporterDown", "CrankshaftExporterGone", "CrankshaftNoTargets",
         "CrankshaftVehicleExporterDown",
         "CrankshaftMetricsMissing", "CrankshaftConfigReloadFailed", "CrankshaftCollectionErrors",
+        "CrankshaftSourceFailing",
         "CrankshaftNotificationsFailing", "CrankshaftNotificationsDropped",
         "CrankshaftLatencyObservationsDropped", "CrankshaftExtensionUpdatesDropped",
     }
@@ -421,7 +430,7 @@ def test_render_is_yaml_of_build_with_a_header():
 def test_render_keeps_long_expressions_on_one_line():
     text = render_rules([AlertRule(P95, 500, 1000, warning_clear=400, selector="/x")])
     exprs = [line for line in text.splitlines() if line.strip().startswith("expr:")]
-    assert len(exprs) == 2 + 11 + 4  # the two levels, the health group, the fleet group
+    assert len(exprs) == 2 + len(HEALTH_RULES) + 4  # two levels, the health and fleet groups
     assert all(line.rstrip().endswith('alertstate="firing"})') for line in exprs[:2])
 
 
@@ -582,6 +591,15 @@ def test_every_runbook_url_points_at_a_readme_section_that_exists():
         base, _, anchor = e["annotations"]["runbook_url"].partition("#")
         assert base == "README.md"
         assert anchor in anchors, f"{e['alert']}: README has no section #{anchor}"
+
+
+def test_runbook_sections_are_readmes_alert_headings():
+    """Each alert name promrules links to its own section has one, and each alert heading
+    in README is linked to (no section left over)."""
+    headings = set(re.findall(r"^#### (Crankshaft\w+)$", (REPO / "README.md").read_text(), re.M))
+    assert headings == set(RUNBOOK_SECTIONS)
+    assert GENERIC_RUNBOOK in readme_anchors((REPO / "README.md").read_text())
+    assert runbook_anchor("CrankshaftSomethingNew") == GENERIC_RUNBOOK
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,8 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,61 +19,17 @@ import pytest
 
 from exporter.endpoint import MetricsEndpoint
 from exporter.sources import connections, process
-from exporter.sources.connections import (
-    ConnectionSource,
+from exporter.sources.connections import ConnectionSource
+from exporter.sources.process import ProcessSource
+from exporter.sources.readers import tcp_connections
+from exporter.sources.readers.process_stats import ProcStatReader, PsutilReader
+from exporter.sources.readers.tcp_connections import (
     NetlinkDiag,
     proc_established_connections,
     psutil_established_connections,
 )
-from exporter.sources.process import ProcessSource, ProcStatReader, PsutilReader
 from exporter.sources.targets import CmdlineFinder, NameFinder, PidfileFinder, PidFinder
-from tests.helpers import wait_for
-
-# Burns a little CPU first (so its CPU time is not 0), then blocks on stdin: while blocked,
-# neither its CPU time nor its resident set moves between two reads.
-SLEEPER = r"""
-import sys, time
-end = time.process_time() + 0.05
-while time.process_time() < end:
-    pass
-print("ready", flush=True)
-sys.stdin.readline()
-"""
-
-
-class Sleeper:
-    """A child process that is asleep (blocked on stdin) once started."""
-
-    def __init__(self, *argv: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SLEEPER, *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == "ready"
-        # "ready" is printed just before the read: wait until it is really blocked.
-        wait_for(
-            lambda: psutil.Process(self.pid).status() == psutil.STATUS_SLEEPING,
-            "the child to block on stdin",
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-@pytest.fixture
-def sleepers() -> Iterator[list[Sleeper]]:
-    started: list[Sleeper] = []
-    yield started
-    for s in started:
-        s.stop()
+from tests.helpers import Sleeper, wait_for
 
 
 @pytest.fixture
@@ -108,8 +62,8 @@ def _read_both(pid: int) -> tuple[tuple[float, float, int], tuple[float, float, 
 
 
 @needs_fast_path
-def test_fast_path_and_psutil_read_the_same_cpu_seconds(sleepers, marker):
-    sleepers.append(Sleeper(marker))
+def test_fast_path_and_psutil_read_the_same_cpu_seconds_and_start_time(sleepers, marker):
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     (fast_start, fast_cpu, _), (slow_start, slow_cpu, _) = _read_both(sleepers[0].pid)
     assert fast_cpu > 0  # it burnt CPU before sleeping: not a pair of zeros
     # Both count clock ticks, utime+stime.  psutil divides each by CLK_TCK before adding,
@@ -117,8 +71,13 @@ def test_fast_path_and_psutil_read_the_same_cpu_seconds(sleepers, marker):
     clk_tck = os.sysconf("SC_CLK_TCK")
     assert round(fast_cpu * clk_tck) == round(slow_cpu * clk_tck)
     assert fast_cpu == pytest.approx(slow_cpu, rel=0, abs=1e-9)
-    # Start times are on different clocks (since boot, since the epoch): both must exist.
-    assert fast_start > 0 and slow_start > 0
+    # Start times are on different clocks: the fast path's counts from boot, psutil's
+    # create_time from the epoch (its boot time, /proc/stat's btime, plus the same start
+    # ticks).  They name the same instant within one tick; another /proc/PID/stat field
+    # (itrealvalue, vsize, ...) would be far off.
+    since_boot = slow_start - psutil.boot_time()
+    assert fast_start > 0
+    assert abs(fast_start - since_boot) <= 1 / clk_tck, (fast_start, since_boot)
 
 
 # Seen on Linux 6.18: /proc/PID/stat's rss field is the kernel's approximate per-CPU count,
@@ -130,7 +89,7 @@ SAME_RSS_PROCESSES = 4
 
 @needs_fast_path
 def test_fast_path_and_psutil_read_the_same_rss(sleepers, marker):
-    sleepers.extend(Sleeper(marker) for _ in range(SAME_RSS_PROCESSES))
+    sleepers.extend(Sleeper(marker, burn_cpu=True) for _ in range(SAME_RSS_PROCESSES))
     for sleeper in sleepers:
         (_, _, fast_rss), (_, _, slow_rss) = _read_both(sleeper.pid)
         assert slow_rss > 1024 * 1024  # a Python interpreter: megabytes
@@ -139,7 +98,7 @@ def test_fast_path_and_psutil_read_the_same_rss(sleepers, marker):
 
 @needs_fast_path
 def test_process_source_gives_the_same_memory_with_either_reader(sleepers, marker):
-    sleepers.extend(Sleeper(marker) for _ in range(SAME_RSS_PROCESSES))
+    sleepers.extend(Sleeper(marker, burn_cpu=True) for _ in range(SAME_RSS_PROCESSES))
     for sleeper in sleepers:
         finder = PidFinder(sleeper.pid)
         fast = ProcessSource(finder, reader=ProcStatReader())
@@ -153,7 +112,7 @@ def test_process_source_gives_the_same_memory_with_either_reader(sleepers, marke
 
 def test_psutil_reads_what_the_kernel_calls_vmrss(sleepers, marker):
     """The seed's memory figure is VmRSS; psutil's reader gives exactly that."""
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     pid = sleepers[0].pid
     status = Path(f"/proc/{pid}/status")
     if not status.exists():
@@ -167,7 +126,7 @@ def test_psutil_reads_what_the_kernel_calls_vmrss(sleepers, marker):
 
 
 def test_psutil_reader_reports_a_gone_process_as_none(sleepers, marker):
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     reader = PsutilReader()
     pid = sleepers[0].pid
     assert reader.read(pid) is not None
@@ -179,7 +138,7 @@ def test_psutil_reader_reports_a_gone_process_as_none(sleepers, marker):
 
 
 def test_pid_finder(sleepers, marker):
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     pid = sleepers[0].pid
     assert PidFinder(pid).find() == [pid]
     sleepers.pop().stop()  # reaped: the PID no longer exists
@@ -190,12 +149,12 @@ def test_pidfile_finder_follows_a_rewritten_pidfile(tmp_path, sleepers, marker):
     pidfile = tmp_path / "service.pid"
     finder = PidfileFinder(pidfile)
     assert finder.find() == []  # no file yet
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     pidfile.write_text(f"{sleepers[0].pid}\n")
     assert finder.find() == [sleepers[0].pid]
     sleepers.pop().stop()
     assert finder.find() == []  # stale pidfile
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     pidfile.write_text(f"{sleepers[0].pid}\n")
     assert finder.find() == [sleepers[0].pid]  # the restarted service's new PID
 
@@ -260,14 +219,14 @@ def test_a_zombie_matched_by_name_is_not_a_running_target(tmp_path):
 
 
 def test_cmdline_finder_matches_a_regex_over_the_arguments(sleepers, marker):
-    sleepers.extend([Sleeper(marker, "one"), Sleeper(marker, "two")])
+    sleepers.extend([Sleeper(marker, "one", burn_cpu=True), Sleeper(marker, "two", burn_cpu=True)])
     assert CmdlineFinder(marker).find() == sorted(s.pid for s in sleepers)
     assert CmdlineFinder(f"{marker} tw[o]$").find() == [sleepers[1].pid]
     assert CmdlineFinder(f"{marker} three").find() == []
 
 
 def test_child_found_again_under_a_new_pid_after_a_restart(sleepers, marker):
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     source = ProcessSource(CmdlineFinder(marker), reader=PsutilReader())
     first = source.collect()
     assert source.target_up() is True and source.pids == [sleepers[0].pid]
@@ -278,7 +237,7 @@ def test_child_found_again_under_a_new_pid_after_a_restart(sleepers, marker):
     assert source.collect() == {}  # absent, never a fake 0
     assert source.target_up() is False
 
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     assert sleepers[0].pid != old_pid
     back = source.collect()
     assert source.target_up() is True and source.pids == [sleepers[0].pid]
@@ -297,7 +256,8 @@ def no_linux_extras(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delattr(socket, "AF_NETLINK")
     if hasattr(time, "CLOCK_BOOTTIME"):
         monkeypatch.delattr(time, "CLOCK_BOOTTIME")
-    monkeypatch.setattr(connections, "HAS_NETLINK", False)
+    for module in (connections, tcp_connections):
+        monkeypatch.setattr(module, "HAS_NETLINK", False)
 
 
 def _messages(caplog: pytest.LogCaptureFixture, fragment: str) -> list[str]:
@@ -383,10 +343,11 @@ def test_psutil_answers_where_there_is_no_proc_net(monkeypatch, caplog):
         caplog.set_level(logging.INFO)
         monkeypatch.delattr(socket, "AF_NETLINK")
         monkeypatch.delattr(time, "CLOCK_BOOTTIME")
-        monkeypatch.setattr(connections, "HAS_NETLINK", False)
+        for module in (connections, tcp_connections):
+            monkeypatch.setattr(module, "HAS_NETLINK", False)
         missing = str(Path("/nonexistent") / uuid.uuid4().hex)
         monkeypatch.setattr(
-            connections,
+            tcp_connections,
             "_PROC_FILES",
             ((socket.AF_INET, missing + "/tcp"), (socket.AF_INET6, missing + "/tcp6")),
         )
@@ -403,7 +364,7 @@ def test_psutil_answers_where_there_is_no_proc_net(monkeypatch, caplog):
 def test_process_source_default_reader_is_psutil_without_the_boot_clock(
     no_linux_extras, sleepers, marker
 ):
-    sleepers.append(Sleeper(marker))
+    sleepers.append(Sleeper(marker, burn_cpu=True))
     source = ProcessSource(PidFinder(sleepers[0].pid))
     assert isinstance(source.reader, PsutilReader)
     values = source.collect()

@@ -4,16 +4,21 @@ Issue 8's promise: adding a source is one file plus one registration (and its co
 section if it has options); nothing in ``exporter/`` is edited.  The ``widget`` source below
 declares a gauge (JSON key, CSV column, alertable) and a labelled counter, registers with an
 option, and must then show in the JSON document, CSV, both exposition formats, the alert
-vocabulary (``check-config``, ``alert-rules``, the evaluator) and the daemon's sources.
+vocabulary (``check-config``, ``alert-rules``, the evaluator), the daemon's sources, the
+OpenAPI document, the history file, the page at ``/``, the generated default config (with the
+option's help, also in ``check-config --explain``), README's runbook (the generic section)
+and the seed-contract tests' expectations.
 Sources that fail, or yield an undeclared key or a NaN, lose only their own series for that
 tick, are counted per source and logged once per run of failures.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,13 +29,19 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter import MetricAlert, MetricsEndpoint
+from exporter.alerts.rules import AlertRule
 from exporter.cli import main as cli_main
-from exporter.config import parse_config
+from exporter.config import Config, default_config_text, parse_config
 from exporter.daemon import build_sources
+from exporter.history import format as history_format
+from exporter.history import snapshots
+from exporter.http.openapi import render_openapi
+from exporter.promrules import GENERIC_RUNBOOK, build_rules
 from exporter.series import COUNTER, SeriesSpec
 from exporter.sources import registry
 from exporter.sources.base import Source, SourceError
 from exporter.sources.registry import Option, SourceContext, SourceType
+from tests import seed_contract
 
 # --- the source: one declaration, one class, one registration ------------------------------
 
@@ -239,6 +250,75 @@ def test_daemon_builds_it_when_its_section_enables_it(widget_registered: SourceT
     assert not [s for s in build_sources(parse_config("")) if isinstance(s, WidgetSource)]
 
 
+def test_it_reaches_openapi_history_page_default_config_explain_runbooks_and_contract(
+    widget_registered: SourceType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The outputs beyond the documents: each derives from the declaration alone."""
+    source = WidgetSource(3.0)
+    clock = [1.7e9]
+    ep = MetricsEndpoint(sources=[source], clock=lambda: clock[0])
+    ep.collect_now()
+
+    # GET /openapi.yaml describes its JSON key and CSV column.
+    openapi = render_openapi(ep.store.catalog, registry.all_series()).decode()
+    assert "widget_level:" in openapi and "widget_level_units" in openapi
+
+    # The history file: saved and restored into a fresh endpoint, under its identity.
+    data = history_format.encode(snapshots.capture(ep.recorder))
+    fresh = MetricsEndpoint(sources=[WidgetSource(3.0)], clock=lambda: clock[0])
+    restored = snapshots.apply(fresh.recorder, history_format.decode(data))
+    assert restored.dropped_series == () and restored.notes == ()
+    assert [s["value"] for s in fresh.get_metrics()["widget_level"]["samples"]] == [6.0]
+
+    # `/`: the page charts every object of GET /metrics shaped {name, unit, samples: [...]}
+    # (exporter/web/static/app.js, isSeries), which its document is.
+    doc = ep.get_metrics()["widget_level"]
+    assert isinstance(doc["name"], str) and isinstance(doc["samples"], list)
+
+    # The default config: its section with the source's help, `enabled` and the option's
+    # default and help; the generated text reads back as the defaults.
+    text = default_config_text()
+    section = text[text.index("\ntest_widget:\n") + 1 :].split("\n\n")[0].splitlines()
+    assert section == [
+        "test_widget:",
+        "  # A widget that exists only in this test.",
+        "  enabled: false",
+        "  # Multiplies the level.",
+        "  scale: 1",
+    ]
+    assert parse_config(text) == Config()
+
+    # check-config --explain: whether it runs, what it reads, the option's value and help.
+    path = _config(tmp_path, {"enabled": True, "scale": 2}, [WIDGET_ALERT])
+    assert cli_main(["check-config", str(path), "--explain"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    at = out.index("  test_widget (enabled; section test_widget:)")
+    assert out[at + 1 : at + 4] == [
+        "    a widget that exists only in this test", "    scale: 2", "      multiplies the level"
+    ]
+
+    # alert-rules: its alert links to README's generic runbook section, which exists.
+    rules = build_rules([AlertRule("widget_level", 5.0, 10.0, "widget too full")])
+    (url,) = {r["annotations"]["runbook_url"] for r in rules["groups"][0]["rules"]}
+    assert url == f"README.md#{GENERIC_RUNBOOK}"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "\n#### Other series alerts\n" in readme and GENERIC_RUNBOOK == "other-series-alerts"
+
+
+def test_the_seed_contract_takes_a_default_source_from_the_registry() -> None:
+    """The daemon's extra JSON keys and CSV columns (tests/seed_contract.py) come from the
+    registered default sources: a new one is expected there without editing it."""
+    registry.register(replace(WIDGET, default_enabled=True))
+    try:
+        contract = importlib.reload(seed_contract)
+        assert "widget_level" in contract.DAEMON_METRICS_KEYS
+        assert contract.DAEMON_CSV_HEADER[-1] == "widget_level_units"
+    finally:
+        registry.unregister(WIDGET.name)
+        contract = importlib.reload(seed_contract)
+    assert "widget_level" not in contract.DAEMON_METRICS_KEYS
+
+
 # --- a failing source loses only its own series --------------------------------------------
 
 
@@ -335,3 +415,48 @@ def test_failing_sources_lose_only_their_own_series_counted_and_logged_once(
     for source in flaky:
         assert len(_failure_lines(caplog, source.name)) == 2, source.name
     assert _errors(ep)["flaky_nan"] == 4.0
+
+
+# --- per-source health, as node_exporter shows each collector --------------------------------
+
+
+def _by_source(ep: MetricsEndpoint, family: str, openmetrics: bool) -> dict[str, float]:
+    samples = _families(ep.export_prometheus(openmetrics), openmetrics)[family]
+    return {s.labels["source"]: s.value for s in samples}
+
+
+class EmptySource(Source):
+    """Reads without error but finds nothing (a sensor that is not there)."""
+
+    name = "empty"
+    series = (_spec("empty_value"),)
+
+    def collect(self) -> Mapping[str, float]:
+        return {}
+
+
+def test_each_source_shows_up_duration_and_series_read() -> None:
+    flaky = FlakySource("raises")
+    ep = MetricsEndpoint(sources=[WidgetSource(1.0), flaky, EmptySource()], rules=[],
+                         clock=lambda: 1.7e9)
+    text = ep.export_prometheus()
+    for family in ("crankshaft_source_up", "crankshaft_source_duration_seconds",
+                   "crankshaft_source_series"):
+        assert f"# TYPE {family} gauge" in text  # before the first collection: no samples
+        assert f"{family}{{" not in text
+    ep.collect_now()
+    flaky.failing = True
+    ep.collect_now()
+    for openmetrics in (False, True):
+        up = _by_source(ep, "crankshaft_source_up", openmetrics)
+        assert up == {"test_widget": 1.0, "flaky_raises": 0.0, "empty": 1.0}
+        series = _by_source(ep, "crankshaft_source_series", openmetrics)
+        assert series == {"test_widget": 2.0, "flaky_raises": 0.0, "empty": 0.0}
+        duration = _by_source(ep, "crankshaft_source_duration_seconds", openmetrics)
+        assert set(duration) == set(up) and all(d >= 0 for d in duration.values())
+    flaky.failing = False
+    ep.collect_now()
+    assert _by_source(ep, "crankshaft_source_up", False)["flaky_raises"] == 1.0
+    # A source taken away by a reload leaves the families.
+    ep.set_sources([WidgetSource(1.0)])
+    assert set(_by_source(ep, "crankshaft_source_up", False)) == {"test_widget"}
