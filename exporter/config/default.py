@@ -45,8 +45,9 @@ WIDTH = 92  # the longest line of the text, comments included
 HEADER = """\
 # crankshaft-exporter configuration.
 #
-# Every key is optional: a missing key (or a missing file) means the default shown here,
-# which are the defaults of the Crankshaft Performance Monitoring System.  Check a file with
+# Every key is optional: a missing key means the default shown here, which are the defaults
+# of the Crankshaft Performance Monitoring System (running without --config uses them all;
+# a --config naming a file that cannot be read is an error, exit 78).  Check a file with
 #   crankshaft-exporter check-config FILE
 # and apply changes to a running daemon with `systemctl reload crankshaft-exporter` (SIGHUP);
 # an invalid file is rejected and the running configuration kept.
