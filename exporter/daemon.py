@@ -191,7 +191,7 @@ class Daemon:
         if self.config.http.web_config is not None:
             log.info("web config %s: %s", self.config.http.web_config_file,
                      self.config.http.web_config.describe())
-        if self.remote is not None:  # subscribed before the first collection, never after
+        if self.remote is not None:
             self.remote.start()
         self.endpoint.start_collection(self.config.interval_ms)
         if self.history is not None:

@@ -59,6 +59,9 @@ class RemoteWriter:
         self.senders: list[Sender] = []
         self.configs: tuple[RemoteWriteConfig, ...] = ()
         self.reconfigure(configs)
+        # Subscribed here, not at start: no collection can run before the capture is there.
+        endpoint.on_metrics_collected(self.capture)
+        endpoint.add_status_provider(self.status)
 
     def _open_log(self, directory: str | None) -> SendLog:
         """The send log in ``directory``; in a temporary folder (lost at stop, said so)
@@ -77,8 +80,7 @@ class RemoteWriter:
         return SendLog(self._temp.name)
 
     def start(self) -> None:
-        self.endpoint.on_metrics_collected(self.capture)
-        self.endpoint.add_status_provider(self.status)
+        """Start delivering (collections are captured from construction on)."""
         self._started = True
         for sender in self.senders:
             sender.start()
@@ -122,10 +124,9 @@ class RemoteWriter:
             self._append_failing = False
 
     def stop(self) -> None:
-        if self._started:
-            self.endpoint.metrics_collected.disconnect(self.capture)
-            self.endpoint.remove_status_provider(self.status)
-            self._started = False
+        self.endpoint.metrics_collected.disconnect(self.capture)
+        self.endpoint.remove_status_provider(self.status)
+        self._started = False
         for sender in self.senders:
             sender.stop()
         self.log.close()

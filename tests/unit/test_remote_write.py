@@ -301,9 +301,9 @@ def test_the_writer_captures_each_collection_and_follows_reloads(tmp_path: Path)
     a = RemoteWriteConfig(url="http://127.0.0.1:9/a", name="a", min_backoff=60, max_backoff=60)
     b = RemoteWriteConfig(url="http://127.0.0.1:9/b", name="b", min_backoff=60, max_backoff=60)
     writer = RemoteWriter(endpoint, [a], str(tmp_path / "rw"))
-    writer.start()
     try:
-        endpoint.collect_now()
+        endpoint.collect_now()  # before start(): captured all the same, sent once started
+        writer.start()
         (tick_,) = writer.log.read(-1, 10_000)
         names = {dict(writer.log.labels(i))["__name__"] for i in tick_.ids}
         assert {"crankshaft_memory_usage_mb", "crankshaft_last_collection_timestamp_seconds",
