@@ -484,7 +484,7 @@ def report(cars: list[Proc], results: list[CarResult], agent: Proc, plain: Proc,
     ]
     status_text = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
     code_text = ", ".join(f"{k}: {v}" for k, v in sorted(codes.items()))
-    where = ", ".join(f"{k} cars their collection #{i + 1} after start"
+    where = ", ".join(f"{k} car{'s' if k > 1 else ''} its collection #{i + 1} after start"
                       for i, k in sorted(missing_at.items())) or "none"
     notes = (
         f"\nThe link (a proxy that accepts and never answers) was down {outage_s:.0f} s; "
