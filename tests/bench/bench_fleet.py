@@ -46,6 +46,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -80,7 +81,7 @@ class Tally(list[Any]):
         self.name = ("__name__", metric)
         self.counts: Counter[tuple[str, int]] = Counter()
 
-    def append(self, request: list[tuple[SeriesKey, int]]) -> None:  # type: ignore[override]
+    def append(self, request: list[tuple[SeriesKey, int]]) -> None:
         for labels, ts in request:
             if self.name in labels:
                 self.counts[(dict(labels).get("vehicle", ""), ts)] += 1
@@ -327,7 +328,7 @@ def _measure(run: Run, cars_n: int, outage_s: float) -> str:
     plain = run.exporter("car-plain", [])
     agent = run.agent(plain.port, proxy.url)
     for p in [*cars, plain]:
-        wait_until(lambda p=p: answers(p.port, "/metrics/prometheus"), f"{p.name} to answer",
+        wait_until(partial(answers, p.port, "/metrics/prometheus"), f"{p.name} to answer",
                    START_LIMIT_S)
     wait_until(lambda: answers(agent.port, "/-/ready"), "the agent to be ready", START_LIMIT_S)
 
@@ -448,7 +449,7 @@ def report(cars: list[Proc], results: list[CarResult], agent: Proc, plain: Proc,
     med_whole = median(whole) if whole else None
     med_burst = median(burst) if burst else None
     med_written = median(written)
-    rows = [
+    rows: list[list[object]] = [
         ["caught up (receiver holds every collection, no gap, none twice)",
          f"{len(complete)}/{n} cars", "", "yes" if agent_caught else "NO", ""],
         ["collections recorded / held by the receiver (all cars)",
@@ -484,7 +485,7 @@ def report(cars: list[Proc], results: list[CarResult], agent: Proc, plain: Proc,
     ]
     status_text = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
     code_text = ", ".join(f"{k}: {v}" for k, v in sorted(codes.items()))
-    where = ", ".join(f"{k} car{'s' if k > 1 else ''} its collection #{i + 1} after start"
+    where = ", ".join(f"collection #{i + 1} after start (of {k} car{'s' if k > 1 else ''})"
                       for i, k in sorted(missing_at.items())) or "none"
     notes = (
         f"\nThe link (a proxy that accepts and never answers) was down {outage_s:.0f} s; "
