@@ -150,11 +150,14 @@ def test_the_config_headers_claim_about_a_missing_file_holds(tmp_path: Path) -> 
 def test_the_backfill_recipe_adds_every_label_the_shipped_scrape_config_gives() -> None:
     import yaml
 
-    scrape = yaml.safe_load((REPO / "config" / "prometheus.yml").read_text())["scrape_configs"]
+    text = (REPO / "config" / "prometheus.yml").read_text()
+    scrape = yaml.safe_load(text)["scrape_configs"]
     given = {"job", "instance"} | {name for job in scrape for static in job["static_configs"]
                                    for name in static.get("labels", {})}
     recipe = next(line for line in README.splitlines() if "/metrics/history?label=" in line)
     added = set(re.findall(r"label=(\w+)=", recipe))
-    assert added == given, (added, given)
+    assert given <= added, (added, given)
+    # Beyond those, only what the shipped file gives a car's target (its commented example).
+    assert all(re.search(rf"^\s*#\s+{name}: ", text, re.M) for name in added - given), added
     job = re.search(r"label=job=([\w-]+)", recipe)
     assert job and job.group(1) in {j["job_name"] for j in scrape}

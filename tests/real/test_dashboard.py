@@ -840,7 +840,7 @@ def test_fleet_panels_on_remote_written_data(daemon_factory, tmp_path: Path) -> 
     fleet overview's row for the car has its vehicle, memory and last-seen time."""
     require_tool("prometheus")
     d = load_dashboard()
-    daemon = daemon_factory("--interval", "1")
+    daemon = daemon_factory("--interval", "1", "--target", "none")  # memory/CPU are pushed
     push(daemon, {"memory_mb": 250.0, "cpu_percent": 12.5})
     poll(lambda: daemon.request("/metrics/prometheus").text,
          lambda text: "\ncrankshaft_memory_usage_mb 250.0\n" in text,
