@@ -1,0 +1,62 @@
+"""The declared floors are the tested ones: each `>=` floor in pyproject.toml is pinned to
+the same version in tests/floors.txt, which the floor run of `make test` installs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from exporter.libcheck import at_least
+from tests.conftest import REPO
+
+PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([0-9][^\s#]*)")
+FLOOR = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*([0-9][0-9.]*)")
+RUNTIME_EXTRAS = ("systemd",)
+# Declared floor -> the version the floor run tests instead, where the package index has no
+# release of the floor that installs on this Python (see tests/floors.txt): Debian 12's own
+# packages are the floor; the pin is the closest release from the index.
+INDEX_GAPS = {"protobuf": ("3.21", "4.21.12"), "python-snappy": ("0.5.3", "0.6.1")}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins() -> dict[str, str]:
+    text = (REPO / "tests" / "floors.txt").read_text()
+    return {canonical(m[1]): m[2] for line in text.splitlines() if (m := PIN.match(line))}
+
+
+def declared() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = list(project["dependencies"])
+    for extra in RUNTIME_EXTRAS:
+        lines += project["optional-dependencies"].get(extra, [])
+    floors = {}
+    for line in lines:
+        match = FLOOR.match(line)
+        assert match, f"{line!r}: every runtime dependency declares a floor (>=)"
+        floors[canonical(match[1])] = match[2]
+    return floors
+
+
+def test_every_declared_floor_is_pinned_for_the_floor_run() -> None:
+    pinned = pins()
+    for name, floor in declared().items():
+        assert name in pinned, f"{name} >= {floor} is declared but tests/floors.txt has no pin"
+        if INDEX_GAPS.get(name, ("", ""))[0] == floor:
+            assert pinned[name] == INDEX_GAPS[name][1], f"{name}: see INDEX_GAPS"
+            continue
+        assert at_least(pinned[name], floor) and at_least(floor, pinned[name]), (
+            f"{name}: pyproject.toml says >= {floor}, the floor run tests {pinned[name]}"
+        )
+
+
+def test_floors_are_at_most_debian_12s() -> None:
+    """Debian 12's packages satisfy every floor: the Debian package depends on them."""
+    debian12 = {"prometheus-client": "0.16.0", "psutil": "5.9.4", "pyyaml": "6.0",
+                "bcrypt": "3.2.2", "systemd-python": "235", "h11": "0.14.0",
+                "protobuf": "3.21.12", "python-snappy": "0.5.3"}
+    for name, floor in declared().items():
+        if name in debian12:
+            assert at_least(debian12[name], floor), f"{name} >= {floor}: Debian 12 has older"
