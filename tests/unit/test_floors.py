@@ -60,3 +60,19 @@ def test_floors_are_at_most_debian_12s() -> None:
     for name, floor in declared().items():
         if name in debian12:
             assert at_least(debian12[name], floor), f"{name} >= {floor}: Debian 12 has older"
+
+
+def test_the_debian_package_depends_on_the_same_floors() -> None:
+    """systemd/debian/control's Depends (and Recommends) carry pyproject.toml's floors."""
+    control = (REPO / "systemd" / "debian" / "control").read_text()
+    binary = control.split("\nPackage:", 1)[1]
+    relations = dict(re.findall(r"(python3-[a-z0-9-]+) \(>= ([0-9.]+)\)", binary))
+    debian_name = {"prometheus-client": "python3-prometheus-client", "psutil": "python3-psutil",
+                   "pyyaml": "python3-yaml", "bcrypt": "python3-bcrypt",
+                   "systemd-python": "python3-systemd", "h11": "python3-h11",
+                   "protobuf": "python3-protobuf", "python-snappy": "python3-snappy"}
+    for name, floor in declared().items():
+        assert name in debian_name, f"{name}: which Debian package? (add it to control)"
+        package = debian_name[name]
+        assert relations.get(package) == floor, (
+            f"{package}: control says {relations.get(package)}, pyproject.toml >= {floor}")
