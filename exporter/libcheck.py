@@ -38,10 +38,10 @@ def at_least(installed: str, floor: str) -> bool:
     return have + (0,) * (width - len(have)) >= need + (0,) * (width - len(need))
 
 
-def runtime_floors(requirements: list[str]) -> list[tuple[str, str | None, bool]]:
-    """``(name, floor, required)`` for each runtime requirement: required ones, and those of
-    the runtime extras (checked only when installed)."""
-    floors: list[tuple[str, str | None, bool]] = []
+def runtime_floors(requirements: list[str]) -> list[tuple[str, str | None]]:
+    """``(name, floor)`` for each runtime requirement: the required ones and those of the
+    runtime extras."""
+    floors: list[tuple[str, str | None]] = []
     for line in requirements:
         match = _REQUIREMENT.match(line)
         if match is None:
@@ -50,7 +50,7 @@ def runtime_floors(requirements: list[str]) -> list[tuple[str, str | None, bool]
         extra = _EXTRA.search(marker)
         if extra is not None and extra.group(1) not in RUNTIME_EXTRAS:
             continue
-        floors.append((match.group("name"), match.group("floor"), extra is None))
+        floors.append((match.group("name"), match.group("floor")))
     return floors
 
 
@@ -58,25 +58,28 @@ def library_problems(
     requires: Callable[[str], list[str] | None] = metadata.requires,
     version: Callable[[str], str] = metadata.version,
 ) -> list[str]:
-    """One line per installed library the daemon cannot run with; empty when all fit.
+    """One line per installed library older than its declared floor; empty when all fit.
 
     Without the distribution's metadata (running from a source tree) there is nothing
-    declared to compare against, and the list is empty."""
+    declared to compare against.  A library without metadata is not judged either: a
+    missing required one fails at import already, and an operating system may install a
+    module without its metadata."""
     try:
         requirements = requires(DISTRIBUTION) or []
     except metadata.PackageNotFoundError:
         return []
     problems = []
-    for name, floor, required in runtime_floors(requirements):
-        wanted = f"{name} >= {floor}" if floor else name
+    for name, floor in runtime_floors(requirements):
+        if floor is None:
+            continue
         try:
             installed = version(name)
         except metadata.PackageNotFoundError:
-            if required:
-                problems.append(f"{name} is not installed; {DISTRIBUTION} needs {wanted}")
             continue
-        if floor is not None and not at_least(installed, floor):
-            problems.append(f"{name} {installed} is installed; {DISTRIBUTION} needs {wanted}")
+        if not at_least(installed, floor):
+            problems.append(
+                f"{name} {installed} is installed; {DISTRIBUTION} needs {name} >= {floor}"
+            )
     return problems
 
 

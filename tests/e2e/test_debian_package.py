@@ -275,3 +275,4 @@ def test_arm64_installs_and_answers_prometheus(tmp_path: Path) -> None:
         OBSERVED["arm64 netlink line"] = netlink[0]
     finally:
         c.remove()
+        print("\n[debian package, arm64] observed:", json.dumps(OBSERVED, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import metadata
 
 import pytest
@@ -18,7 +19,7 @@ REQUIRES = [
 ]
 
 
-def installed(versions: dict[str, str]):  # type: ignore[no-untyped-def]
+def installed(versions: dict[str, str]) -> Callable[[str], str]:
     def version(name: str) -> str:
         try:
             return versions[name]
@@ -53,9 +54,9 @@ def test_version_key_ignores_suffixes() -> None:
 
 def test_runtime_floors_keep_runtime_extras_only() -> None:
     floors = runtime_floors(REQUIRES)
-    assert ("systemd-python", "235", False) in floors
-    assert ("prometheus_client", "0.16", True) in floors
-    assert all(name != "pytest" for name, _, _ in floors)
+    assert ("systemd-python", "235") in floors
+    assert ("prometheus_client", "0.16") in floors
+    assert all(name != "pytest" for name, _ in floors)
 
 
 def test_all_floors_met_is_no_problem() -> None:
@@ -74,11 +75,10 @@ def test_an_old_library_is_named_with_its_version() -> None:
     ]
 
 
-def test_a_missing_required_library_is_a_problem_a_missing_extra_is_not() -> None:
+def test_a_library_without_metadata_is_not_judged() -> None:
+    """An import fails on its own if it is really missing; an OS may ship no metadata."""
     versions = {"prometheus_client": "0.16.0", "PyYAML": "6.0", "psutil": "5.9.4"}
-    assert library_problems(lambda _: REQUIRES, installed(versions)) == [
-        "bcrypt is not installed; crankshaft-exporter needs bcrypt >= 3.2.2"
-    ]
+    assert library_problems(lambda _: REQUIRES, installed(versions)) == []
 
 
 def test_without_metadata_nothing_is_declared() -> None:
