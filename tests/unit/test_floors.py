@@ -91,3 +91,13 @@ def test_the_debian_package_depends_on_the_same_floors() -> None:
         assert same_version(relations[package], debian_version), (
             f"{package}: control says >= {relations[package]}, Debian 12's (the floor, "
             f"{name} >= {floor}) is {debian_version}")
+
+
+def test_the_reference_parser_reads_timestamps_across_a_second() -> None:
+    """With the floor's prometheus_client too (see tests/conftest.py): 1.950 then 2.037 is
+    forwards."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    text = "# TYPE a gauge\na 1 1.950\na 2 2.037\n# EOF\n"
+    (family,) = text_string_to_metric_families(text)
+    assert [s.value for s in family.samples] == [1.0, 2.0]
