@@ -39,10 +39,12 @@ def package_relations(control: Path) -> list[str]:
 
 
 @functools.cache
-def build_deb(repo: Path) -> Path:
-    """`make deb` (once per test run); the path of the package it built."""
-    r = subprocess.run(["make", "-C", str(repo), "deb"], capture_output=True, text=True,
-                       timeout=600, stdin=subprocess.DEVNULL)
+def build_deb(repo: Path, version: str | None = None) -> Path:
+    """`make deb` (once per test run and version); the path of the package it built.  A
+    given ``version`` stands in for a later release, to upgrade to."""
+    argv = ["make", "-C", str(repo), "deb", *([f"VERSION={version}"] if version else [])]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                       stdin=subprocess.DEVNULL)
     if r.returncode != 0:
         raise ContainerError(f"make deb failed ({r.returncode}):\n{_tail(r.stdout + r.stderr)}")
     (deb,) = re.findall(r"^built (\S+\.deb)$", r.stdout, re.M)

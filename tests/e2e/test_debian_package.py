@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import exporter
 from tests.conftest import REPO, require, require_tool
 from tests.e2e.container import Container, ContainerError, poll
 from tests.e2e.debian_package import (
@@ -42,6 +43,8 @@ PROMETHEUS_ACCEPT = (
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
+# A later release to upgrade to: sorts after the current version (make deb VERSION=...).
+UPGRADE_VERSION = f"{exporter.__version__}+upgrade.test"
 OBSERVED: dict[str, object] = {}
 
 
@@ -197,6 +200,28 @@ def test_restart_keeps_the_history(box: Container) -> None:
     assert after["MainPID"] != before["MainPID"]
     assert box.host_path(f"{STATE}/history.bin").is_file()
     assert memory_samples(box)[: len(seen)] == seen, "the restart lost samples"
+
+
+def test_an_upgrade_keeps_the_edited_config_and_the_history(box: Container) -> None:
+    """`apt install ./…NEW…deb` over the installed one: the edited conffile stays (the
+    shipped one did not change, so dpkg does not ask), the service is restarted on the new
+    files and brings its history back."""
+    before = wait_active(box)
+    seen = memory_samples(box)
+    assert len(seen) >= 3
+    edited = box.host_path(CONFIG).read_text()
+    assert re.search(r"^interval: 1s", edited, re.M), "the reload test edits the config first"
+    try:
+        new = build_deb(REPO, UPGRADE_VERSION)
+    except ContainerError as e:
+        raise AssertionError(str(e)) from None
+    shutil.copy(new, box.host_path(f"/root/{new.name}"))
+    box.run("apt-get", "install", "--yes", f"/root/{new.name}", env=APT_ENV, timeout=300)
+    assert installed_version(box, "crankshaft-exporter") == UPGRADE_VERSION
+    after = wait_active(box)
+    assert after["MainPID"] != before["MainPID"], "the upgrade must restart the service"
+    assert box.host_path(CONFIG).read_text() == edited, "the upgrade replaced the config"
+    assert memory_samples(box)[: len(seen)] == seen, "the upgrade lost samples"
 
 
 def test_remove_keeps_state_and_config_purge_removes_them(box: Container) -> None:
