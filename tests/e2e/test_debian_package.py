@@ -3,7 +3,8 @@
 
 amd64: a booted bookworm (systemd as PID 1, see tests/e2e/container.py): the service enabled
 and running by the package alone, /metrics in text, OpenMetrics and JSON, `systemctl
-reload`, the history across `systemctl restart`, `apt-get remove` keeping the state and the
+reload`, the history across `systemctl restart`, an upgrade to a later version keeping the
+edited configuration and the history, `apt-get remove` keeping the state and the
 configuration, `apt-get purge` removing both.  arm64: the same install in an arm64 bookworm
 under qemu-user emulation, and a scrape with Prometheus' Accept header.  The tests of each
 architecture share one container and run in file order.
@@ -216,6 +217,7 @@ def test_an_upgrade_keeps_the_edited_config_and_the_history(box: Container) -> N
     except ContainerError as e:
         raise AssertionError(str(e)) from None
     shutil.copy(new, box.host_path(f"/root/{new.name}"))
+    new.unlink()  # dist/ keeps only the real package
     box.run("apt-get", "install", "--yes", f"/root/{new.name}", env=APT_ENV, timeout=300)
     assert installed_version(box, "crankshaft-exporter") == UPGRADE_VERSION
     after = wait_active(box)
