@@ -25,6 +25,7 @@ from exporter.http.fdlimit import connection_cap, raise_open_files_limit
 from exporter.http.server import ExporterServer
 from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
+from exporter.libcheck import installed_version, library_problems
 from exporter.logs import setup_logging
 from exporter.metric_names import CONFIG_RELOAD_OK
 from exporter.notifiers import build_notifiers
@@ -138,6 +139,9 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
+        problems = library_problems()
+        if problems:
+            raise StartupError("; ".join(problems) + "; not starting")
         # Before the config is read: a SIGHUP from here on is a reload, never a kill.
         signal.signal(signal.SIGHUP, self._on_reload_signal)
         self.config = read_config(config_path, self.overrides)
@@ -151,6 +155,7 @@ class Daemon:
             sources=build_sources(c),
             settings=c.store_settings(),
         )
+        self._probe_exposition()
         self._open_files = raise_open_files_limit()
         self.app = App(self.endpoint, http_settings(c, self._open_files))
         self._config_ok = self._web_ok = True
@@ -168,6 +173,20 @@ class Daemon:
         self._set_history(c, restore=True)
         self.remote: RemoteWriter | None = None
         self._set_remote_write(c)
+
+    def _probe_exposition(self) -> None:
+        """Both exposition formats once before serving: a library that cannot render them
+        stops the start here, with its name and version, instead of failing every scrape."""
+        for openmetrics in (False, True):
+            try:
+                self.endpoint.render_exposition(openmetrics)
+            except Exception as e:
+                self.endpoint.close()
+                version = installed_version("prometheus_client")
+                raise StartupError(
+                    f"prometheus_client {version} cannot render the exposition "
+                    f"({type(e).__name__}: {e}); not starting"
+                ) from None
 
     # --- lifecycle ---------------------------------------------------------------------------
 

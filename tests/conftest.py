@@ -179,3 +179,24 @@ def daemon_factory(tmp_path: Path) -> Iterator:
 def daemon(daemon_factory) -> RunningDaemon:
     """The daemon on built-in defaults, collecting every second."""
     return daemon_factory("--interval", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _timestamps_compare_correctly() -> Iterator[None]:
+    """The tests read OpenMetrics back with prometheus_client's own parser, the reference.
+    Older releases (Debian 12's 0.16, the floor run) compare its ``Timestamp`` as ``sec >
+    other.sec or nsec > other.nsec``, so 1.950 then 2.037 "went backwards within a group" and
+    valid history text is refused.  Only the tests' parser compares timestamps (the exporter
+    never does): under such a release they get the comparison newer ones have."""
+    from prometheus_client.samples import Timestamp
+
+    if not Timestamp(1, 900_000_000) > Timestamp(2, 0):
+        yield
+        return
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Timestamp, "__gt__",
+               lambda a, b: a.nsec > b.nsec if a.sec == b.sec else a.sec > b.sec)
+    mp.setattr(Timestamp, "__lt__",
+               lambda a, b: a.nsec < b.nsec if a.sec == b.sec else a.sec < b.sec)
+    yield
+    mp.undo()

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from prometheus_client import generate_latest as text_encoder
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_encoder
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.exposition.families import (
@@ -95,11 +96,17 @@ class _TextCache:
         return text
 
 
+def _native_histogram(sample: Sample) -> object:
+    """A sample's native histogram; prometheus_client before 0.22 has none (Debian 12 ships
+    0.16), and a sample of such a library cannot carry one."""
+    return getattr(sample, "native_histogram", None)
+
+
 def _is_simple(metric: Metric) -> bool:
     if metric.type not in _SIMPLE_TYPES:
         return False
     for s in metric.samples:
-        if s.timestamp is not None or s.exemplar is not None or s.native_histogram is not None:
+        if s.timestamp is not None or s.exemplar is not None or _native_histogram(s) is not None:
             return False
         if s.name.endswith(_OM_ONLY_SUFFIXES) and s.name != metric.name:
             return False

@@ -22,9 +22,11 @@ Vendored: uPlot 1.6.32 (MIT, by Leon Sorokin), the chart library, taken from the
 registry package ``uplot@1.6.32`` (tarball sha512
 ``KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw==``):
 ``dist/uPlot.iife.min.js`` and ``dist/uPlot.min.css`` unchanged, its ``LICENSE`` as
-``static/uPlot.LICENSE.txt``.  Chosen because it draws thousands of points on a canvas
-quickly, has no dependencies, and weighs ~22 KB gzipped.  To update: ``npm pack uplot@X``,
-copy the same three files, change the version here and in ``index.html``'s credits.
+``static/uPlot.LICENSE.txt``; its unminified source ``dist/uPlot.iife.js`` (the same build
+before minifying) as ``source/uPlot.iife.js``, installed beside it but never served.
+Chosen because it draws thousands of points on a canvas quickly, has no dependencies, and
+weighs ~22 KB gzipped.  To update: ``npm pack uplot@X``, copy the same four files, change
+the version here and in ``index.html``'s credits.
 """
 
 from __future__ import annotations
