@@ -1,0 +1,138 @@
+"""Answering: a response as one buffer of bytes, and the ways a connection ends after it.
+
+One write per response: a head and body written apart would meet the client's delayed ACK
+and stall each keep-alive request by ~40 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import struct
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+from exporter import __version__
+from exporter.http.app import Response, error_response
+
+SERVER = f"crankshaft-exporter/{__version__}".encode()
+LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
+LINGER_BYTES = 1 << 20
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True).encode()
+        return self._value
+
+
+class Answers:
+    def __init__(self) -> None:
+        self._date = _Date()
+        self._cached_408: tuple[object, bytes] = (None, b"")
+
+    def render(self, status: int, response: Response, close: bool, head_only: bool,
+               extra: Headers, framing: bytes | None = None) -> bytes:
+        """Status line, headers and body.  ``extra`` are the web config's headers (the
+        response's own win); ``framing`` replaces the Content-Length line of a streamed
+        body (b"" leaves it out)."""
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        lines = [
+            b"HTTP/1.1 %d %s" % (status, reason.encode()),
+            b"Server: " + SERVER,
+            b"Date: " + self._date(),
+            b"Content-Type: " + response.content_type.encode("latin-1"),
+        ]
+        if framing is None:
+            lines.append(b"Content-Length: %d" % len(response.body))
+        elif framing:
+            lines.append(framing)
+        for name, value in response.headers.items():
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        for name, value in extra:
+            if name not in response.headers:
+                lines.append(f"{name}: {value}".encode("latin-1"))
+        if close:
+            lines.append(b"Connection: close")
+        lines.append(b"")
+        lines.append(b"" if head_only else response.body)
+        return b"\r\n".join(lines)
+
+    def error(self, status: int, message: str, extra: Headers,
+              headers: dict[str, str] | None = None) -> bytes:
+        """A JSON error that closes the connection."""
+        return self.render(status, error_response(status, message, headers), True, False,
+                           extra)
+
+    def timeout(self, timeout_s: float, extra: Headers) -> bytes:
+        """The 408, made once a second at most: a slowloris crowd started together times
+        out together, and each costs one prepared write."""
+        key = (timeout_s, extra, self._date())
+        if self._cached_408[0] != key:
+            message = f"the request did not arrive within {timeout_s:g} s"
+            self._cached_408 = (key, self.error(408, message, extra))
+        return self._cached_408[1]
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a reset, now: unsent data is dropped (nobody waits for a client that does
+    not read) and the client cannot take a truncated body for a complete one."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def drain_or_reset(writer: asyncio.StreamWriter, timeout_s: float) -> bool:
+    """Wait until the kernel has taken what was written; a client that does not read it
+    within ``timeout_s`` is reset (a graceful close would wait for it, forever).  False if
+    the connection is gone."""
+    if writer.transport.get_write_buffer_size() == 0:
+        return True
+    try:
+        async with asyncio.timeout(timeout_s):
+            await writer.drain()
+    except (TimeoutError, OSError):
+        reset(writer)
+        return False
+    return True
+
+
+async def linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                 unread_input: bool) -> None:
+    """End a connection whose last answer is written.  Closing with unread input makes the
+    kernel send a reset, which can destroy the answer before the client reads it: so
+    half-close, then read and drop what the client still sends for a moment.  Over TLS
+    there is no half-close; a client that sent nothing more is closed at once (the close
+    sends close_notify, which it reads as the end), else its input is drained first."""
+    if writer.can_write_eof():
+        with contextlib.suppress(OSError, RuntimeError):
+            writer.write_eof()
+    elif not unread_input and not reader._buffer and not reader.at_eof():  # type: ignore[attr-defined]
+        return
+    drained = 0
+    with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+        async with asyncio.timeout(LINGER_S):
+            while drained < LINGER_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
