@@ -365,3 +365,32 @@ def test_metrics_history_streams_chunked_gzipped_and_to_http_1_0(tmp_path: Path)
         assert d.request("/healthz").status == 200  # the keep-alive server is still fine
     finally:
         assert d.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_a_fifo_or_link_at_the_state_path_is_moved_aside_and_the_daemon_serves(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO there once hung the daemon for good (blocked in open(), port bound, never
+    answering); a link was followed.  Now either is moved aside with one warning."""
+    state = tmp_path / "state" / "history.bin"
+    state.parent.mkdir()
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(a_good_file(tmp_path))
+    victim_before = victim.read_bytes()
+    if kind == "fifo":
+        os.mkfifo(state)
+    else:
+        state.symlink_to(victim)
+    d = start_daemon(tmp_path, "--config", str(write_config(tmp_path / "odd.yaml", state)))
+    try:
+        wait_samples(d, 2)
+        warnings = [line for line in d.log().splitlines() if " WARNING " in line]
+        assert len(warnings) == 1, d.log()
+        assert "not a regular file" in warnings[0] and "moved to" in warnings[0]
+        assert value(exposition(d), "crankshaft_history_restored_samples") == 0.0
+    finally:
+        assert d.stop() == 0
+    assert state.is_file() and not state.is_symlink()
+    assert read_state(str(state)) is not None  # the final snapshot took its place
+    assert victim.read_bytes() == victim_before
