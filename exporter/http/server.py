@@ -10,7 +10,8 @@ buffers and a suspended coroutine, and the limits are about time, not threads:
 - ``idle_timeout`` is how long a keep-alive connection may wait for its next request;
 - at ``max_connections`` the oldest idle connection makes room (connections.py);
 - handlers (``App.handle`` renders in ~1 ms, a big ingest batch in tens) run on a small
-  thread pool, and bcrypt on one thread of its own, so neither stalls the loop;
+  thread pool, and bcrypt on one thread of its own with a bounded queue (basicauth.py), so
+  neither stalls the loop; the web config's ``rate_limit`` answers 429 before either;
 - running out of file descriptors on accept makes asyncio pause accepting for a second (no
   busy loop); the server then also closes up to 32 of its oldest idle connections.
 
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -35,6 +37,7 @@ from typing import Any
 
 from exporter.http.answers import Answers, drain_or_reset, linger
 from exporter.http.app import App, Response, error_response
+from exporter.http.basicauth import BcryptQueue
 from exporter.http.connections import Conn, ConnectionTable
 from exporter.http.request_parser import MAX_LINE, Parsed, Reject, RequestParser
 from exporter.http.streaming import STREAM_THREADS, close_stream, send_stream
@@ -88,7 +91,7 @@ class ExporterServer:
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_exception)
         self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="crankshaft-http")
-        self._bcrypt_pool = ThreadPoolExecutor(1, thread_name_prefix="crankshaft-auth")
+        self._bcrypt = BcryptQueue()
         # Streamed bodies render on their own threads: a long download never holds up a scrape.
         self._stream_pool = ThreadPoolExecutor(STREAM_THREADS,
                                                thread_name_prefix="crankshaft-stream")
@@ -171,7 +174,7 @@ class ExporterServer:
         asyncio.run_coroutine_threadsafe(close(), self._loop)
         self._thread.join(10)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._bcrypt_pool.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt.shutdown()
         self._stream_pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -313,12 +316,19 @@ class ExporterServer:
 
     async def _respond(self, parsed: Parsed, web: WebState) -> Response:
         request = parsed.request
+        if web.limiter is not None and not web.limiter.allow():
+            retry = max(1, math.ceil(web.limiter.wait_s()))
+            return error_response(429, "too many requests: the web config's rate_limit "
+                                  f"allows one every {web.limiter.interval_s:g}s",
+                                  {"Retry-After": str(retry)})
         if web.auth is not None:
             header = request.headers.get("authorization")
             verdict = web.auth.cached(header)
             if verdict is None:
-                verdict = await self._loop.run_in_executor(self._bcrypt_pool, web.auth.verify,
-                                                           header)
+                verdict = await self._bcrypt.verify(web.auth, header)
+            if verdict is None:
+                return error_response(503, "too many password checks are waiting; retry "
+                                      "shortly", {"Retry-After": "1"})
             if not verdict:
                 return error_response(401, "this exporter needs a user name and password",
                                       {"WWW-Authenticate": 'Basic realm="crankshaft-exporter"'})
