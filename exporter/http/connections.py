@@ -81,6 +81,8 @@ class ConnectionTable:
                 self.set_phase(conn, Conn.BUSY)  # out of both groups: never picked twice
                 self._conns.pop(conn, None)  # counted out now; its task ends on the abort
                 conn.transport.abort()
+                if conn.task is not None:  # a task waiting on no stream of its own (TLS not
+                    conn.task.cancel()  # yet set up) would not notice the abort
                 self.evicted += 1
                 kind = "idle" if group is self._idle else "slow"
                 log.debug("connection limit: closed the oldest %s connection (%s)", kind,

@@ -5,8 +5,10 @@ let 64 slow clients hold every slot.  Here an idle or slow connection is a few K
 buffers and a suspended coroutine, and the limits are about time, not threads:
 
 - ``request_timeout`` is a deadline for the whole request (request line, headers, body),
-  counted from its first byte (from the accept, TLS handshake included, for a connection's
-  first request); a client dribbling bytes is answered 408 and cut off at the deadline;
+  counted from its first byte (from the accept for a connection's first request); a client
+  dribbling bytes is answered 408 and cut off at the deadline.  Over TLS the first bytes
+  must arrive within it too; the handshake then has its own deadline (tlsedge.py) and the
+  first request ``request_timeout`` after the handshake;
 - ``idle_timeout`` is how long a keep-alive connection may wait for its next request;
 - at ``max_connections`` the oldest idle connection makes room (connections.py);
 - handlers (``App.handle`` renders in ~1 ms, a big ingest batch in tens) run on a small
@@ -18,14 +20,13 @@ buffers and a suspended coroutine, and the limits are about time, not threads:
 The parts, one job each: this module accepts connections and runs each one's
 read-answer loop; connections.py keeps the table and evicts; request_parser.py reads a
 request (h11); answers.py writes an answer and ends a connection; streaming.py sends a
-body made piece by piece.
+body made piece by piece; tlsedge.py sets up TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import math
 import socket
@@ -39,8 +40,15 @@ from exporter.http.answers import Answers, drain_or_reset, linger
 from exporter.http.app import App, Response, error_response
 from exporter.http.basicauth import BcryptQueue
 from exporter.http.connections import Conn, ConnectionTable
+from exporter.http.memtrim import MemoryTrimmer
 from exporter.http.request_parser import MAX_LINE, Parsed, Reject, RequestParser
 from exporter.http.streaming import STREAM_THREADS, close_stream, send_stream
+from exporter.http.tlsedge import (
+    HANDSHAKE_TIMEOUT_S,
+    first_bytes,
+    handshake,
+    use_lean_ssl_buffers,
+)
 from exporter.http.webwatch import WebConfigWatcher, WebState
 
 log = logging.getLogger(__name__)
@@ -99,6 +107,7 @@ class ExporterServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._answers = Answers()
+        self._trimmer = MemoryTrimmer()
         self._last_full_warning = 0.0
 
     @property
@@ -126,6 +135,7 @@ class ExporterServer:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
+        use_lean_ssl_buffers()
 
         async def serve() -> None:
             # asyncio accepts up to ``backlog`` connections per wake-up before it serves
@@ -152,6 +162,7 @@ class ExporterServer:
             self.web.current()
         except Exception:
             log.exception("checking the web config files failed")
+        self._trimmer.maybe_trim()
         self._loop.call_later(WATCH_INTERVAL_S, self._watch)
 
     def stop(self) -> None:
@@ -219,15 +230,22 @@ class ExporterServer:
         finally:
             self._table.remove(conn)
             writer.close()
+            self._trimmer.connection_closed()
 
     async def _serve(self, conn: Conn, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         settings = self.app.settings
         web = self.web.current()
         deadline = self._loop.time() + settings.request_timeout_s
-        tls = web.config.ssl_context is not None
-        if tls and not await self._handshake(conn, writer, web, deadline):
-            return
+        if web.config.ssl_context is not None:
+            if not await first_bytes(writer, deadline):
+                return  # connected and said nothing: closed as a plain one would be
+            self._table.set_phase(conn, Conn.READING)
+            if not await handshake(writer, web, conn.peer,
+                                   min(HANDSHAKE_TIMEOUT_S, settings.request_timeout_s)):
+                return
+            conn.transport = writer.transport
+            deadline = self._loop.time() + settings.request_timeout_s
         parser = RequestParser(settings.max_body_bytes, conn.peer)
         first = True
         while True:
@@ -265,7 +283,9 @@ class ExporterServer:
                 return
             self._table.set_phase(conn, Conn.BUSY)
             response = await self._respond(parsed, web)
-            if not await self._answer(writer, parsed, response, web):
+            sent = await self._answer(writer, parsed, response, web)
+            del response  # an idle connection must not pin its last answer (~0.3 MB JSON)
+            if not sent:
                 return
             if not parsed.keep_alive:
                 await linger(writer, reader, _has_body(parsed))
@@ -293,26 +313,6 @@ class ExporterServer:
             close_stream(response)
             return True
         return await send_stream(writer, response, chunked, timeout_s, self._stream_pool)
-
-    async def _handshake(self, conn: Conn, writer: asyncio.StreamWriter, web: WebState,
-                         deadline: float) -> bool:
-        context = web.config.ssl_context
-        assert context is not None
-        try:
-            async with asyncio.timeout_at(deadline):
-                await writer.start_tls(context)
-        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
-            log.debug("TLS handshake with %s failed: %s", conn.peer, e)
-            return False
-        conn.transport = writer.transport
-        tls = web.config.tls
-        if tls is not None and tls.client_allowed_sans is not None:
-            cert = writer.get_extra_info("peercert") or {}
-            sans = {_san(kind, value) for kind, value in cert.get("subjectAltName", ())}
-            if not sans & {_san("", v) for v in tls.client_allowed_sans}:
-                log.debug("client certificate of %s has none of client_allowed_sans", conn.peer)
-                return False
-        return True
 
     async def _respond(self, parsed: Parsed, web: WebState) -> Response:
         request = parsed.request
@@ -371,12 +371,3 @@ def _has_input(reader: asyncio.StreamReader) -> bool:
     """Bytes (or the end) are waiting in the reader (CPython's StreamReader keeps them in
     ``_buffer``; without it every idle connection counts as idle)."""
     return bool(getattr(reader, "_buffer", b"")) or reader.at_eof()
-
-
-def _san(kind: str, value: str) -> str:
-    """A SAN as exporter-toolkit compares it (IP addresses in their canonical form)."""
-    value = value.strip()
-    if kind in ("IP Address", ""):
-        with contextlib.suppress(ValueError):
-            return str(ipaddress.ip_address(value))
-    return value

@@ -103,3 +103,47 @@ def test_tls_connection_close_ends_without_lingering(serve, ca: CA, tmp_path: Pa
         except ssl.SSLError as e:  # a close without close_notify would show here
             pytest.fail(f"the TLS connection ended without close_notify: {e}")
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"hello\n")
+
+
+def _server_transports(server: ExporterServer) -> list[object]:
+    return [c.transport for c in server._table]
+
+
+def test_a_tls_connection_has_no_tls_layer_until_its_client_speaks(serve, ca: CA,
+                                                                   tmp_path: Path) -> None:
+    """asyncio's TLS layer costs ~300 KiB a connection; a client that only connected gets
+    none, and one that then shakes hands is served as usual."""
+    server = serve(tls_watcher(ca, tmp_path))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as raw:
+        transports = wait_for(lambda: _server_transports(server), "the connection")
+        assert transports[0].get_extra_info("sslcontext") is None  # type: ignore[attr-defined]
+        with client_context(ca).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
+            transports = _server_transports(server)
+            assert transports[0].get_extra_info("sslcontext") is not None  # type: ignore[attr-defined]
+
+
+def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    from exporter.http import server as server_module
+
+    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.5)
+    HelloApp.settings = HttpSettings(request_timeout_s=3600.0)  # only the handshake's counts
+    try:
+        server = serve(tls_watcher(ca, tmp_path))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        hello = outgoing.read()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(hello[: len(hello) // 2])
+            try:
+                assert sock.recv(65536) == b"", "the server answered half a ClientHello"
+            except ConnectionResetError:
+                pass
+            except TimeoutError:
+                pytest.fail("the stalled handshake was never cut")
+    finally:
+        HelloApp.settings = HttpSettings()
