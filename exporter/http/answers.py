@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
 import ssl
 import struct
+import termios
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -21,6 +23,7 @@ from exporter.http.app import Response, error_response
 SERVER = f"crankshaft-exporter/{__version__}".encode()
 LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
 LINGER_BYTES = 1 << 20
+DELIVERY_POLL_S = 0.05
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -94,11 +97,41 @@ class Answers:
 def reset(writer: asyncio.StreamWriter) -> None:
     """Close with a reset, now: unsent data is dropped (nobody waits for a client that does
     not read) and the client cannot take a truncated body for a complete one."""
-    sock = writer.get_extra_info("socket")
+    reset_transport(writer.transport)
+
+
+def reset_transport(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    transport.abort()  # type: ignore[attr-defined]
+
+
+def unsent_bytes(writer: asyncio.StreamWriter) -> int:
+    """Bytes of answers the client has not taken: in the transport's buffer, and in the
+    kernel's send queue not yet acknowledged (SIOCOUTQ; a client that reads nothing leaves
+    them there, up to megabytes of kernel memory a connection)."""
+    pending = writer.transport.get_write_buffer_size()
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            pending += struct.unpack("i", raw)[0]
+    return pending
+
+
+async def await_delivery(writer: asyncio.StreamWriter, timeout_s: float) -> bool:
+    """Wait until the client has taken everything written; reset it if it has not within
+    ``timeout_s``.  Looks every 50 ms, only while something is still unsent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while unsent_bytes(writer) > 0:
+        if loop.time() >= deadline or writer.transport.is_closing():
+            reset(writer)
+            return False
+        await asyncio.sleep(DELIVERY_POLL_S)
+    return True
 
 
 async def drain_or_reset(writer: asyncio.StreamWriter, timeout_s: float) -> bool:

@@ -11,6 +11,9 @@ buffers and a suspended coroutine, and the limits are about time, not threads:
   first request ``request_timeout`` after the handshake;
 - ``idle_timeout`` is how long a keep-alive connection may wait for its next request;
 - at ``max_connections`` the oldest idle connection makes room (connections.py);
+- an answer the client has not taken within ``request_timeout`` resets the connection,
+  keep-alive or not (the kernel would hold it for the client meanwhile), and answers
+  waiting in the server's own buffers have a cap across connections (budget.py);
 - handlers (``App.handle`` renders in ~1 ms, a big ingest batch in tens) run on a small
   thread pool, and bcrypt on one thread of its own with a bounded queue (basicauth.py), so
   neither stalls the loop; the web config's ``rate_limit`` answers 429 before either;
@@ -36,9 +39,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from exporter.http.answers import Answers, drain_or_reset, linger
-from exporter.http.app import App, Response, error_response
+from exporter.http.answers import (
+    Answers,
+    await_delivery,
+    drain_or_reset,
+    linger,
+    reset,
+    reset_transport,
+    unsent_bytes,
+)
+from exporter.http.app import App, HttpSettings, Response, error_response
 from exporter.http.basicauth import BcryptQueue
+from exporter.http.budget import OutputBudget
 from exporter.http.connections import Conn, ConnectionTable
 from exporter.http.memtrim import MemoryTrimmer
 from exporter.http.request_parser import MAX_LINE, Parsed, Reject, RequestParser
@@ -108,6 +120,7 @@ class ExporterServer:
         self._server: asyncio.base_events.Server | None = None
         self._answers = Answers()
         self._trimmer = MemoryTrimmer()
+        self._budget: OutputBudget[Conn] = OutputBudget()
         self._last_full_warning = 0.0
 
     @property
@@ -253,12 +266,10 @@ class ExporterServer:
             parser.max_body_bytes = settings.max_body_bytes
             if parser.idle:
                 self._table.set_phase(conn, Conn.IDLE)
-                wait = (deadline - self._loop.time()) if first else settings.idle_timeout_s
-                try:
-                    async with asyncio.timeout(max(wait, 0.001)):
-                        data = await reader.read(READ_BYTES)
-                except TimeoutError:
-                    return  # idle too long: close quietly, as keep-alive servers do
+                if first:
+                    data = await _next_bytes(reader, deadline - self._loop.time())
+                else:
+                    data = await _next_bytes_after_answer(reader, writer, settings)
                 if not data:
                     return
                 parser.feed(data)
@@ -283,16 +294,17 @@ class ExporterServer:
                 return
             self._table.set_phase(conn, Conn.BUSY)
             response = await self._respond(parsed, web)
-            sent = await self._answer(writer, parsed, response, web)
+            sent = await self._answer(conn, writer, parsed, response, web)
             del response  # an idle connection must not pin its last answer (~0.3 MB JSON)
             if not sent:
                 return
             if not parsed.keep_alive:
                 await linger(writer, reader, _has_body(parsed))
+                await await_delivery(writer, settings.request_timeout_s)
                 return
 
-    async def _answer(self, writer: asyncio.StreamWriter, parsed: Parsed, response: Response,
-                      web: WebState) -> bool:
+    async def _answer(self, conn: Conn, writer: asyncio.StreamWriter, parsed: Parsed,
+                      response: Response, web: WebState) -> bool:
         """Write the answer; False if the connection had to be reset."""
         timeout_s = self.app.settings.request_timeout_s
         head_only = parsed.request.method == "HEAD"
@@ -301,7 +313,14 @@ class ExporterServer:
                 response.headers["Connection"] = "keep-alive"
             writer.write(self._answers.render(response.status, response, not parsed.keep_alive,
                                               head_only, web.config.headers))
-            return await drain_or_reset(writer, timeout_s)
+            for victim in self._budget.hold(conn, writer.transport.get_write_buffer_size()):
+                log.debug("answers waiting in memory are over %d bytes: reset %s",
+                          self._budget.cap, victim.peer)
+                reset_transport(victim.transport)
+            try:
+                return await drain_or_reset(writer, timeout_s)
+            finally:
+                self._budget.release(conn)
         # A body made piece by piece (a week of history): chunked on HTTP/1.1; on HTTP/1.0
         # the end of the body is the end of the connection.
         chunked = not parsed.http10
@@ -333,6 +352,33 @@ class ExporterServer:
                 return error_response(401, "this exporter needs a user name and password",
                                       {"WWW-Authenticate": 'Basic realm="crankshaft-exporter"'})
         return await self._loop.run_in_executor(self._pool, self.app.handle, request)
+
+
+async def _next_bytes(reader: asyncio.StreamReader, wait_s: float) -> bytes:
+    """What the client sends within ``wait_s``; b"" if nothing (then the connection is
+    closed quietly, as keep-alive servers do) or it closed."""
+    try:
+        async with asyncio.timeout(max(wait_s, 0.001)):
+            return await reader.read(READ_BYTES)
+    except TimeoutError:
+        return b""
+
+
+async def _next_bytes_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                   settings: HttpSettings) -> bytes:
+    """The next request's first bytes on a keep-alive connection.  A client that has not
+    taken its last answer within the request deadline is reset rather than left idle:
+    the kernel would hold the answer for it until the idle timeout."""
+    deliver_s, idle_s = settings.request_timeout_s, settings.idle_timeout_s
+    if deliver_s < idle_s and unsent_bytes(writer) > 0:
+        data = await _next_bytes(reader, deliver_s)
+        if data or reader.at_eof():
+            return data
+        if unsent_bytes(writer) > 0:
+            reset(writer)
+            return b""
+        idle_s -= deliver_s
+    return await _next_bytes(reader, idle_s)
 
 
 async def _read_request(parser: RequestParser, reader: asyncio.StreamReader,

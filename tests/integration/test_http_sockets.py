@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +149,69 @@ def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_p
                 pytest.fail("the stalled handshake was never cut")
     finally:
         HelloApp.settings = HttpSettings()
+
+
+class BigApp:
+    """A 256 KiB answer: the kernel takes all of it from the server even when the client
+    reads nothing, so only the kernel's send queue says it was never taken."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self.settings = settings
+
+    def handle(self, request: Request) -> Response:
+        return Response(200, b"x" * (256 * 1024), "text/plain")
+
+
+def kernel_sockets(port: int) -> list[str]:
+    """TCP states (hex, /proc/net/tcp) of this machine's sockets on local ``port`` other
+    than the listener: a server socket closed with data the client never took stays in
+    the kernel (FIN_WAIT1) for minutes; a reset one is gone."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "0A":
+                    states.append(fields[3])
+    return states
+
+
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
+def test_a_client_that_does_not_read_its_answer_is_reset_at_the_deadline(
+        connection: str) -> None:
+    """Keep-alive, the server once left such a client idle (its answer in the kernel) for
+    the whole idle timeout, an hour here; now the request deadline resets it."""
+    server = ExporterServer("127.0.0.1", 0, BigApp(HttpSettings(  # type: ignore[arg-type]
+        request_timeout_s=1.0, idle_timeout_s=3600.0)))
+    server.start()
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n".encode())
+        wait_for(lambda: server.connection_count() == 0, "the non-reading client to be cut")
+        # Its answer is dropped, not left to the kernel (the client, its window shut,
+        # may never even see the reset: that is its own affair).
+        wait_for(lambda: not kernel_sockets(server.port), "the server's socket to be gone")
+        sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_client_that_read_its_answer_stays_connected_past_the_deadline() -> None:
+    server = ExporterServer("127.0.0.1", 0, BigApp(HttpSettings(  # type: ignore[arg-type]
+        request_timeout_s=0.5, idle_timeout_s=3600.0)))
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            f = sock.makefile("rb")
+            for _ in range(2):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert f.readline().startswith(b"HTTP/1.1 200 ")
+                while f.readline() != b"\r\n":
+                    pass
+                assert len(f.read(256 * 1024)) == 256 * 1024
+                threading.Event().wait(1.5)  # a window past the deadline: still connected
+                assert server.connection_count() == 1
+    finally:
+        server.stop()
