@@ -108,11 +108,21 @@ def reset_transport(transport: asyncio.BaseTransport) -> None:
     transport.abort()  # type: ignore[attr-defined]
 
 
-def unsent_bytes(writer: asyncio.StreamWriter) -> int:
-    """Bytes of answers the client has not taken: in the transport's buffer, and in the
-    kernel's send queue not yet acknowledged (SIOCOUTQ; a client that reads nothing leaves
-    them there, up to megabytes of kernel memory a connection)."""
+def buffered_bytes(writer: asyncio.StreamWriter,
+                   raw: asyncio.BaseTransport | None = None) -> int:
+    """Bytes of answers waiting in this process: in the writer's transport and, over TLS,
+    in the TCP transport under it (``raw``), which holds what the kernel did not take."""
     pending = writer.transport.get_write_buffer_size()
+    if raw is not None and raw is not writer.transport:
+        pending += raw.get_write_buffer_size()  # type: ignore[attr-defined]
+    return pending
+
+
+def unsent_bytes(writer: asyncio.StreamWriter, raw: asyncio.BaseTransport | None = None) -> int:
+    """Bytes of answers the client has not taken: in this process (:func:`buffered_bytes`),
+    and in the kernel's send queue not yet acknowledged (SIOCOUTQ; a client that reads
+    nothing leaves them there, up to megabytes of kernel memory a connection)."""
+    pending = buffered_bytes(writer, raw)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError, ValueError):
@@ -121,12 +131,13 @@ def unsent_bytes(writer: asyncio.StreamWriter) -> int:
     return pending
 
 
-async def await_delivery(writer: asyncio.StreamWriter, timeout_s: float) -> bool:
+async def await_delivery(writer: asyncio.StreamWriter, timeout_s: float,
+                         raw: asyncio.BaseTransport | None = None) -> bool:
     """Wait until the client has taken everything written; reset it if it has not within
     ``timeout_s``.  Looks every 50 ms, only while something is still unsent."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while unsent_bytes(writer) > 0:
+    while unsent_bytes(writer, raw) > 0:
         if loop.time() >= deadline or writer.transport.is_closing():
             reset(writer)
             return False
@@ -134,11 +145,12 @@ async def await_delivery(writer: asyncio.StreamWriter, timeout_s: float) -> bool
     return True
 
 
-async def drain_or_reset(writer: asyncio.StreamWriter, timeout_s: float) -> bool:
+async def drain_or_reset(writer: asyncio.StreamWriter, timeout_s: float,
+                         raw: asyncio.BaseTransport | None = None) -> bool:
     """Wait until the kernel has taken what was written; a client that does not read it
     within ``timeout_s`` is reset (a graceful close would wait for it, forever).  False if
     the connection is gone."""
-    if writer.transport.get_write_buffer_size() == 0:
+    if buffered_bytes(writer, raw) == 0:
         return True
     try:
         async with asyncio.timeout(timeout_s):

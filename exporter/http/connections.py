@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 class Conn:
     """One client connection and the state eviction looks at."""
 
-    __slots__ = ("has_input", "peer", "phase", "since", "task", "transport")
+    __slots__ = ("has_input", "peer", "phase", "raw", "since", "task", "transport")
     IDLE, READING, BUSY = "idle", "reading", "busy"
 
     def __init__(self, transport: asyncio.BaseTransport, peer: str,
                  has_input: Callable[[], bool] = lambda: False) -> None:
-        self.transport = transport
+        self.transport = transport  # over TLS, once set up, the TLS transport
+        self.raw = transport  # the TCP transport under it
         self.peer = peer
         # Bytes (or the end) wait unread: the request has arrived, the loop has not read it.
         self.has_input = has_input

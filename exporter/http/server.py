@@ -42,6 +42,7 @@ from typing import Any
 from exporter.http.answers import (
     Answers,
     await_delivery,
+    buffered_bytes,
     drain_or_reset,
     linger,
     reset,
@@ -57,7 +58,7 @@ from exporter.http.request_parser import MAX_LINE, Parsed, Reject, RequestParser
 from exporter.http.streaming import STREAM_THREADS, close_stream, send_stream
 from exporter.http.tlsedge import (
     HANDSHAKE_TIMEOUT_S,
-    first_bytes,
+    client_hello,
     handshake,
     use_lean_ssl_buffers,
 )
@@ -251,11 +252,12 @@ class ExporterServer:
         web = self.web.current()
         deadline = self._loop.time() + settings.request_timeout_s
         if web.config.ssl_context is not None:
-            if not await first_bytes(writer, deadline):
-                return  # connected and said nothing: closed as a plain one would be
+            handshake_deadline = await client_hello(
+                writer, deadline, min(HANDSHAKE_TIMEOUT_S, settings.request_timeout_s))
+            if handshake_deadline is None:
+                return  # said nothing, or half a ClientHello, in time: closed quietly
             self._table.set_phase(conn, Conn.READING)
-            if not await handshake(writer, web, conn.peer,
-                                   min(HANDSHAKE_TIMEOUT_S, settings.request_timeout_s)):
+            if not await handshake(writer, web, conn.peer, handshake_deadline):
                 return
             conn.transport = writer.transport
             deadline = self._loop.time() + settings.request_timeout_s
@@ -269,7 +271,7 @@ class ExporterServer:
                 if first:
                     data = await _next_bytes(reader, deadline - self._loop.time())
                 else:
-                    data = await _next_bytes_after_answer(reader, writer, settings)
+                    data = await _next_bytes_after_answer(reader, writer, conn.raw, settings)
                 if not data:
                     return
                 parser.feed(data)
@@ -300,7 +302,7 @@ class ExporterServer:
                 return
             if not parsed.keep_alive:
                 await linger(writer, reader, _has_body(parsed))
-                await await_delivery(writer, settings.request_timeout_s)
+                await await_delivery(writer, settings.request_timeout_s, conn.raw)
                 return
 
     async def _answer(self, conn: Conn, writer: asyncio.StreamWriter, parsed: Parsed,
@@ -313,12 +315,12 @@ class ExporterServer:
                 response.headers["Connection"] = "keep-alive"
             writer.write(self._answers.render(response.status, response, not parsed.keep_alive,
                                               head_only, web.config.headers))
-            for victim in self._budget.hold(conn, writer.transport.get_write_buffer_size()):
+            for victim in self._budget.hold(conn, buffered_bytes(writer, conn.raw)):
                 log.debug("answers waiting in memory are over %d bytes: reset %s",
                           self._budget.cap, victim.peer)
                 reset_transport(victim.transport)
             try:
-                return await drain_or_reset(writer, timeout_s)
+                return await drain_or_reset(writer, timeout_s, conn.raw)
             finally:
                 self._budget.release(conn)
         # A body made piece by piece (a week of history): chunked on HTTP/1.1; on HTTP/1.0
@@ -365,16 +367,16 @@ async def _next_bytes(reader: asyncio.StreamReader, wait_s: float) -> bytes:
 
 
 async def _next_bytes_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                   settings: HttpSettings) -> bytes:
+                                   raw: asyncio.BaseTransport, settings: HttpSettings) -> bytes:
     """The next request's first bytes on a keep-alive connection.  A client that has not
     taken its last answer within the request deadline is reset rather than left idle:
     the kernel would hold the answer for it until the idle timeout."""
     deliver_s, idle_s = settings.request_timeout_s, settings.idle_timeout_s
-    if deliver_s < idle_s and unsent_bytes(writer) > 0:
+    if deliver_s < idle_s and unsent_bytes(writer, raw) > 0:
         data = await _next_bytes(reader, deliver_s)
         if data or reader.at_eof():
             return data
-        if unsent_bytes(writer) > 0:
+        if unsent_bytes(writer, raw) > 0:
             reset(writer)
             return b""
         idle_s -= deliver_s

@@ -2,10 +2,11 @@
 
 asyncio's TLS layer allocates a 256 KiB read buffer per connection the moment it is set up
 (``SSLProtocol.max_size``), so 500 connections that only connected cost ~150 MiB.  Here
-the layer is set up only once the client's first bytes (its ClientHello) have arrived,
-until then the connection is a bare socket, its reads paused; the buffer is made 32 KiB,
-two TLS records (16 KiB each at most), which is all one read can use.  The handshake has
-its own deadline, counted from those first bytes.
+the layer is set up only once the client's whole ClientHello has arrived; until then the
+connection is a bare socket, its reads paused, so a client that sends nothing or half a
+ClientHello costs what a plain connection does.  The buffer is made one TLS record (16 KiB
+and its overhead), all one read can use.  The handshake has its own deadline, counted
+from the first byte.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 from asyncio import sslproto
 
@@ -22,47 +24,83 @@ from exporter.http.webwatch import WebState
 
 log = logging.getLogger(__name__)
 
-SSL_READ_BUFFER = 32 * 1024
+SSL_READ_BUFFER = 16 * 1024 + 512  # one TLS record and its overhead
 HANDSHAKE_TIMEOUT_S = 5.0  # at most; never more than http.request_timeout
+TLS_HANDSHAKE_RECORD = 0x16
 
 
 def use_lean_ssl_buffers() -> None:
-    """Every asyncio TLS connection of this process reads into 32 KiB, not 256 KiB (a
+    """Every asyncio TLS connection of this process reads into 16.5 KiB, not 256 KiB (a
     class attribute: asyncio builds its SSLProtocol itself; reads are just smaller)."""
     if getattr(sslproto.SSLProtocol, "max_size", 0) > SSL_READ_BUFFER:
         sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
 
 
-async def first_bytes(writer: asyncio.StreamWriter, deadline: float) -> bool:
-    """Wait, reading nothing, until the client has sent something (or closed); False at
-    the deadline.  The transport's reads stay paused, so the bytes are left for the TLS
-    layer: a duplicate descriptor is watched, since asyncio lets no one else watch the
-    transport's own."""
-    sock = writer.get_extra_info("socket")
+async def client_hello(writer: asyncio.StreamWriter, deadline: float,
+                       handshake_s: float) -> float | None:
+    """Wait, reading nothing, until the client's first TLS record (its ClientHello) is
+    here whole, or other bytes or the end came; its first byte by ``deadline``, the rest
+    within ``handshake_s`` of it.  The deadline for the handshake (counted from that first
+    byte), or None if the client missed one.
+
+    The transport's reads stay paused, so the bytes are left for the TLS layer: a duplicate
+    descriptor is watched (asyncio lets no one else watch the transport's own), and while
+    part of the ClientHello is here the socket's SO_RCVLOWAT makes it readable only once
+    all of it is."""
+    raw = writer.get_extra_info("socket")
     writer.transport.pause_reading()  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
-    fd = os.dup(sock.fileno())
-    ready: asyncio.Future[None] = loop.create_future()
+    watch = socket.socket(fileno=os.dup(raw.fileno()))
     try:
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-        try:
-            async with asyncio.timeout_at(deadline):
-                await ready
-        except TimeoutError:
-            return False
-        return True
+        watch.setblocking(False)
+        if not await _readable(loop, watch, deadline):
+            return None
+        handshake_deadline = loop.time() + handshake_s
+        head = _peek(watch, 5)
+        if len(head) == 5 and head[0] == TLS_HANDSHAKE_RECORD:
+            need = 5 + int.from_bytes(head[3:5], "big")
+            if len(_peek(watch, need)) < need:
+                watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, need)
+                try:
+                    if not await _readable(loop, watch, handshake_deadline):
+                        return None
+                finally:
+                    watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        return handshake_deadline
     finally:
-        loop.remove_reader(fd)
-        os.close(fd)
+        watch.close()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                    deadline: float) -> bool:
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        async with asyncio.timeout_at(deadline):
+            await ready
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+def _peek(sock: socket.socket, n: int) -> bytes:
+    try:
+        return sock.recv(n, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    except OSError:
+        return b""  # a reset: the TLS layer will say so
 
 
 async def handshake(writer: asyncio.StreamWriter, web: WebState, peer: str,
-                    timeout_s: float) -> bool:
-    """The handshake (within ``timeout_s``) and exporter-toolkit's client_allowed_sans."""
+                    deadline: float) -> bool:
+    """The handshake (by ``deadline``) and exporter-toolkit's client_allowed_sans."""
     context = web.config.ssl_context
     assert context is not None
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout_at(deadline):
             await writer.start_tls(context)
     except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
         log.debug("TLS handshake with %s failed: %s", peer, e or type(e).__name__)
