@@ -14,6 +14,7 @@ import ssl
 import struct
 import termios
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -23,6 +24,7 @@ from exporter.http.app import Response, error_response
 SERVER = f"crankshaft-exporter/{__version__}".encode()
 LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
 LINGER_BYTES = 1 << 20
+WRITE_CHUNK = 64 * 1024
 DELIVERY_POLL_S = 0.05
 
 Headers = tuple[tuple[str, str], ...]
@@ -143,6 +145,31 @@ async def await_delivery(writer: asyncio.StreamWriter, timeout_s: float,
             return False
         await asyncio.sleep(DELIVERY_POLL_S)
     return True
+
+
+async def write_answer(writer: asyncio.StreamWriter, data: bytes, timeout_s: float,
+                       raw: asyncio.BaseTransport | None,
+                       holding: Callable[[int], None]) -> bool:
+    """Write an answer; ``holding(n)`` is told the bytes of it still waiting in this
+    process.  Up to WRITE_CHUNK goes in one write; a larger answer goes a piece at a time as
+    the client takes them, so that the buffers under the writer (over TLS, OpenSSL's
+    output buffer keeps the largest size it ever held) never hold more than about a piece.
+    A client that takes nothing for ``timeout_s`` is reset; False if it was."""
+    if len(data) <= WRITE_CHUNK:
+        writer.write(data)
+        holding(buffered_bytes(writer, raw))
+        return await drain_or_reset(writer, timeout_s, raw)
+    for start in range(0, len(data), WRITE_CHUNK):
+        writer.write(data[start:start + WRITE_CHUNK])
+        holding(len(data) - start - WRITE_CHUNK + buffered_bytes(writer, raw))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await writer.drain()
+        except (TimeoutError, OSError):
+            reset(writer)
+            return False
+    holding(buffered_bytes(writer, raw))
+    return await drain_or_reset(writer, timeout_s, raw)
 
 
 async def drain_or_reset(writer: asyncio.StreamWriter, timeout_s: float,

@@ -42,12 +42,11 @@ from typing import Any
 from exporter.http.answers import (
     Answers,
     await_delivery,
-    buffered_bytes,
-    drain_or_reset,
     linger,
     reset,
     reset_transport,
     unsent_bytes,
+    write_answer,
 )
 from exporter.http.app import App, HttpSettings, Response, error_response
 from exporter.http.basicauth import BcryptQueue
@@ -313,14 +312,11 @@ class ExporterServer:
         if response.stream is None:
             if parsed.keep_alive and parsed.http10:  # HTTP/1.0 keeps it only if told so
                 response.headers["Connection"] = "keep-alive"
-            writer.write(self._answers.render(response.status, response, not parsed.keep_alive,
-                                              head_only, web.config.headers))
-            for victim in self._budget.hold(conn, buffered_bytes(writer, conn.raw)):
-                log.debug("answers waiting in memory are over %d bytes: reset %s",
-                          self._budget.cap, victim.peer)
-                reset_transport(victim.transport)
+            data = self._answers.render(response.status, response, not parsed.keep_alive,
+                                        head_only, web.config.headers)
             try:
-                return await drain_or_reset(writer, timeout_s, conn.raw)
+                return await write_answer(writer, data, timeout_s, conn.raw,
+                                          lambda n: self._hold(conn, n))
             finally:
                 self._budget.release(conn)
         # A body made piece by piece (a week of history): chunked on HTTP/1.1; on HTTP/1.0
@@ -334,6 +330,14 @@ class ExporterServer:
             close_stream(response)
             return True
         return await send_stream(writer, response, chunked, timeout_s, self._stream_pool)
+
+    def _hold(self, conn: Conn, nbytes: int) -> None:
+        """``conn`` has ``nbytes`` of its answer waiting here; over the cap, the connections
+        waiting longest are reset."""
+        for victim in self._budget.hold(conn, nbytes):
+            log.debug("answers waiting in memory are over %d bytes: reset %s",
+                      self._budget.cap, victim.peer)
+            reset_transport(victim.transport)
 
     async def _respond(self, parsed: Parsed, web: WebState) -> Response:
         request = parsed.request
