@@ -151,11 +151,13 @@ async def write_answer(writer: asyncio.StreamWriter, data: bytes, timeout_s: flo
                        raw: asyncio.BaseTransport | None,
                        holding: Callable[[int], None]) -> bool:
     """Write an answer; ``holding(n)`` is told the bytes of it still waiting in this
-    process.  Up to WRITE_CHUNK goes in one write; a larger answer goes a piece at a time as
-    the client takes them, so that the buffers under the writer (over TLS, OpenSSL's
-    output buffer keeps the largest size it ever held) never hold more than about a piece.
-    A client that takes nothing for ``timeout_s`` is reset; False if it was."""
-    if len(data) <= WRITE_CHUNK:
+    process.  Over plain TCP, and up to WRITE_CHUNK over TLS, it goes in one write (what
+    the kernel does not take waits in the transport, counted).  A larger answer over TLS
+    goes a piece at a time as the client takes them: OpenSSL's output buffer keeps the
+    largest size it ever held, for the life of the connection.  A client that takes
+    nothing for ``timeout_s`` is reset; False if it was."""
+    tls = raw is not None and raw is not writer.transport
+    if len(data) <= WRITE_CHUNK or not tls:
         writer.write(data)
         holding(buffered_bytes(writer, raw))
         return await drain_or_reset(writer, timeout_s, raw)
