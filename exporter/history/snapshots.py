@@ -9,7 +9,11 @@ leaves either the previous file or the new one, never half of one.
 
 Reading is forgiving: a missing file is a first start; a damaged, truncated, foreign or
 newer-version file is logged once, moved aside as ``<file>.corrupt-<UTC time>`` for
-inspection, and the daemon starts empty.  A folder that cannot be written (a full or
+inspection, and the daemon starts empty.  The state path is opened as a regular file only:
+a symbolic link is never followed, and a FIFO (whose open would block for good), a device
+or a folder there is moved aside the same way, unopened.  The temporary file of a write is
+created exclusively under an unpredictable name (``mkstemp``), so nothing planted in the
+folder beforehand is written through.  A folder that cannot be written (a full or
 read-only disk) is logged, counted in ``crankshaft_history_snapshot_errors_total``, and
 the daemon keeps running.
 """
@@ -20,6 +24,8 @@ import contextlib
 import errno
 import logging
 import os
+import stat
+import tempfile
 import threading
 import time
 from array import array
@@ -45,6 +51,7 @@ LAST_SUCCESS = "crankshaft_history_last_snapshot_success_timestamp_seconds"
 DURATION = "crankshaft_history_snapshot_duration_seconds"
 SIZE = "crankshaft_history_snapshot_bytes"
 RESTORED = "crankshaft_history_restored_samples"
+TMP_INFIX = ".tmp-"  # <file>.tmp-<random>: a write in progress (or cut off by a crash)
 MAX_FILE_BYTES = 4 << 30  # 14 series x 10M samples x 16 bytes would be ~2 GiB
 
 
@@ -114,10 +121,10 @@ def apply(recorder: Recorder, state: HistoryState) -> Restored:
 
 def write_atomically(path: str, state: HistoryState) -> int:
     """Write the file (see the module docstring); returns its size.  Raises OSError."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
+    folder, name = os.path.split(os.path.abspath(path))
     size = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    # O_EXCL, a random name, mode 0600: never a file (or link) someone put there first.
+    fd, tmp = tempfile.mkstemp(prefix=f"{name}{TMP_INFIX}", dir=folder)
     try:
         try:
             with os.fdopen(fd, "wb", closefd=True) as f:
@@ -145,11 +152,10 @@ def write_atomically(path: str, state: HistoryState) -> int:
 def read_state(path: str) -> HistoryState | None:
     """The state in ``path``; None if there is no file.  FormatError if it is not a
     history we can read; OSError if it cannot be read at all."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after the size check
-    except FileNotFoundError:
+    fd = open_regular(path)
+    if fd is None:
         return None
-    with f:
+    with os.fdopen(fd, "rb") as f:
         head = f.read(64)
         length = check_header(head)  # foreign/future files are refused before a big read
         if length > MAX_FILE_BYTES:
@@ -167,19 +173,64 @@ def remove_leftovers(path: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if entry.startswith(f"{name}.tmp-"):
+        if entry.startswith(f"{name}{TMP_INFIX}"):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(folder, entry))
                 log.info("removed %s, left by an interrupted history snapshot", entry)
 
 
+class NotRegularFile(OSError):
+    """Something other than a regular file is at the state path."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"it is {kind}, not a regular file", path)
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str) -> int | None:
+    """A descriptor of the regular file at ``path``; None if there is nothing there.
+    Raises NotRegularFile for anything else, without following a link and without
+    blocking (a FIFO opened for reading waits for a writer, forever)."""
+    try:
+        before = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(before.st_mode):
+        raise NotRegularFile(path, _kind(before.st_mode))  # not opened: a device may react
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # swapped for a link since the lstat
+            raise NotRegularFile(path, "a symbolic link") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev,
+                                                                   before.st_ino):
+        os.close(fd)
+        raise NotRegularFile(path, _kind(st.st_mode))
+    os.set_blocking(fd, True)
+    return fd
+
+
 def move_aside(path: str, now: float | None = None) -> str | None:
     """Rename a bad file to ``<path>.corrupt-<UTC time>``; the new name, or None if even
-    that failed (then the next snapshot simply replaces it)."""
+    that failed (then the next snapshot simply replaces it).  A link is renamed itself,
+    never what it points to."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     target = f"{path}.corrupt-{stamp}"
     n = 1
-    while os.path.exists(target):
+    while os.path.lexists(target):
         n += 1
         target = f"{path}.corrupt-{stamp}-{n}"
     try:
@@ -230,6 +281,12 @@ class Snapshotter:
             log.warning("history file %s is unusable (%s: %s); %s, starting with an empty "
                         "history", self.path, e.kind, e, where)
             return None
+        except NotRegularFile as e:
+            aside = move_aside(self.path, self._clock())
+            where = f"moved to {aside}" if aside else "left in place"
+            log.warning("history file %s is %s, not a regular file: not opened; %s, "
+                        "starting with an empty history", self.path, e.kind, where)
+            return None
         except OSError as e:
             log.warning("cannot read the history file %s (%s); starting with an empty "
                         "history", self.path, e.strerror or e)
@@ -251,8 +308,9 @@ class Snapshotter:
 
     # --- writing -------------------------------------------------------------------------
 
-    def snapshot(self) -> bool:
-        """Capture and write now; False (logged, counted) if the write failed."""
+    def snapshot(self, final: bool = False) -> bool:
+        """Capture and write now; False (logged, counted) if the write failed.  A failed
+        ``final`` snapshot (at stop) is always a warning: what it held is lost."""
         with self._write_lock:
             started = time.perf_counter()
             state = capture(self.recorder)
@@ -265,7 +323,11 @@ class Snapshotter:
                     why += " (disk full)"
                 elif e.errno == errno.EROFS:
                     why += " (read-only file system)"
-                if not self._failing:
+                if final:
+                    log.warning("cannot write the final history snapshot to %s at stop: "
+                                "%s; samples since the last snapshot are lost", self.path,
+                                why)
+                elif not self._failing:
                     log.warning("cannot write the history file %s: %s; the daemon keeps "
                                 "running and retries every %gs", self.path, why,
                                 self.interval_s)
@@ -314,7 +376,7 @@ class Snapshotter:
         if thread is not None:
             thread.join()
         if final_snapshot:
-            self.snapshot()
+            self.snapshot(final=True)
 
     # --- metrics -------------------------------------------------------------------------
 

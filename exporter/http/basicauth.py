@@ -5,16 +5,26 @@ every scrape, so each verdict is remembered (as exporter-toolkit does).  The cac
 SHA-256 of user, password and hash, so no password is kept in memory in the clear and a
 changed hash in the file is a new key.  Unknown users are checked against a fixed hash so
 that timing does not tell which user names exist.
+
+A flood of distinct wrong passwords must not lock the real scraper out: a full cache drops
+a tenth of its entries, failures first (exporter-toolkit drops a tenth at random), so the
+verified-good credentials stay and a scrape with them never waits for bcrypt; and the
+checks waiting for the bcrypt thread are bounded (:class:`BcryptQueue`): a request that
+would wait longer than ``MAX_WAIT_S`` is answered 503 at once instead of queueing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 CACHE_SIZE = 1024
+MAX_WAIT_S = 1.0  # a check that would wait longer for the bcrypt thread is refused (503)
 # bcrypt of "fakepassword" (cost 10): what an unknown user's password is checked against.
 _DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 
@@ -35,7 +45,8 @@ def parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
 
 
 class BasicAuth:
-    def __init__(self, users: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, users: tuple[tuple[str, str], ...], cache_size: int = CACHE_SIZE) -> None:
+        self.cache_size = cache_size
         self._users = {name.encode(): hashed.encode() for name, hashed in users}
         self._cache: dict[bytes, bool] = {}
         self._lock = threading.Lock()
@@ -78,7 +89,64 @@ class BasicAuth:
                 ok = False
         ok = ok and user in self._users
         with self._lock:
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.clear()  # rare; the next scrapes pay one bcrypt each again
+            self._make_room()
             self._cache[key] = ok
         return ok
+
+    def _make_room(self) -> None:
+        """At ``cache_size``, drop a tenth: the oldest failures, then (only if the cache is
+        all verified-good credentials) the oldest of those."""
+        if len(self._cache) < self.cache_size:
+            return
+        drop = max(len(self._cache) // 10, 1)
+        failures = [k for k, ok in self._cache.items() if not ok][:drop]
+        for k in failures:
+            del self._cache[k]
+        for k in list(self._cache)[: drop - len(failures)]:
+            del self._cache[k]
+
+    def cached_count(self) -> tuple[int, int]:
+        """(verified-good, failed) verdicts held."""
+        with self._lock:
+            good = sum(self._cache.values())
+            return good, len(self._cache) - good
+
+
+class BcryptQueue:
+    """The checks the cache cannot answer, one at a time on a thread of their own (bcrypt is
+    CPU on purpose), with a bounded wait.  Used from the event loop only."""
+
+    def __init__(self, max_wait_s: float = MAX_WAIT_S) -> None:
+        self.max_wait_s = max_wait_s
+        self.waiting = 0  # checks submitted and not yet done
+        self.refused = 0
+        self._cost_s = 0.05  # a bcrypt check's duration, smoothed (cost 10 on a desktop)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="crankshaft-auth")
+
+    def has_room(self) -> bool:
+        """A new check would start within ``max_wait_s`` (one always may if none waits)."""
+        return self.waiting == 0 or self.waiting * self._cost_s <= self.max_wait_s
+
+    async def verify(self, auth: BasicAuth, header: str | None) -> bool | None:
+        """The verdict; None (counted in ``refused``) if the queue is full."""
+        if not self.has_room():
+            self.refused += 1
+            return None
+        self.waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ok, spent = await loop.run_in_executor(self._pool, _timed_verify, auth, header)
+        finally:
+            self.waiting -= 1
+        if spent > 0.001:  # a check that ran bcrypt (not one the cache answered meanwhile)
+            self._cost_s = 0.8 * self._cost_s + 0.2 * spent
+        return ok
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed_verify(auth: BasicAuth, header: str | None) -> tuple[bool, float]:
+    started = time.perf_counter()
+    ok = auth.verify(header)
+    return ok, time.perf_counter() - started

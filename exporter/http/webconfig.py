@@ -25,18 +25,20 @@ from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from exporter.config.durations import parse_duration
 from exporter.config.errors import ConfigError, one_line, quote
 from exporter.config.yamltree import Fields, Walker, compose, is_null, read_text
 
 MAX_FILE_BYTES = 1 << 20
 
-TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users")
+TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
 TLS_KEYS = (
     "cert", "key", "client_ca", "cert_file", "key_file", "client_auth_type", "client_ca_file",
     "cipher_suites", "curve_preferences", "min_version", "max_version",
     "prefer_server_cipher_suites", "client_allowed_sans",
 )  # fmt: skip
 HTTP_KEYS = ("http2", "headers")
+RATE_LIMIT_KEYS = ("interval", "burst")
 
 # exporter-toolkit's extraHTTPHeaders: the names a file may set, and the values allowed
 # where the header is an enumeration (None: any value).
@@ -120,6 +122,15 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``rate_limit``: a token bucket over all requests, one token every ``interval_s``, at
+    most ``burst`` stored (exporter-toolkit's golang.org/x/time/rate limiter)."""
+
+    interval_s: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class WebConfig:
     """One web-config file, checked; ``ssl_context`` is built from ``tls`` (None: plain HTTP)."""
 
@@ -128,6 +139,7 @@ class WebConfig:
     headers: tuple[tuple[str, str], ...] = ()
     users: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (name, bcrypt hash)
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    rate_limit: RateLimit | None = None
 
     def files(self) -> tuple[str, ...]:
         own = (self.path,) if self.path else ()
@@ -136,6 +148,9 @@ class WebConfig:
     def describe(self) -> str:
         parts = ["TLS" if self.tls else "no TLS"]
         parts.append(f"basic auth for {len(self.users)} user(s)" if self.users else "no auth")
+        if self.rate_limit is not None:
+            parts.append(f"rate limit of one request every {self.rate_limit.interval_s:g}s "
+                         f"(burst {self.rate_limit.burst})")
         return ", ".join(parts)
 
 
@@ -158,6 +173,7 @@ def parse_web_config(text: str, source: str, base_dir: Path) -> WebConfig:
     tls = _tls(w, tls_fields, base_dir, tls_key)
     headers = _headers(w, top.section("http_server_config", HTTP_KEYS))
     users = _users(w, top.section("basic_auth_users", None))
+    rate_limit = _rate_limit(top.section("rate_limit", RATE_LIMIT_KEYS))
     if w.problems:
         raise ConfigError(w.problems)
     context = None
@@ -166,7 +182,7 @@ def parse_web_config(text: str, source: str, base_dir: Path) -> WebConfig:
             tls_fields.value_node(key) or tls_fields.node, tls_fields.key_path(key), message))
         if w.problems:
             raise ConfigError(w.problems)
-    return WebConfig(source, tls, headers, users, context)
+    return WebConfig(source, tls, headers, users, context, rate_limit)
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -300,6 +316,38 @@ def _headers(w: Walker, f: Fields) -> tuple[tuple[str, str], ...]:
         if value:  # "Unset if blank", as the format says
             result.append((name, value))
     return tuple(result)
+
+
+def _go_duration(value: object) -> float:
+    """A duration with its unit, as Go's YAML decoder reads time.Duration (a bare number
+    there means nanoseconds, which nobody means: it is refused, not guessed)."""
+    if not isinstance(value, str) or not value.strip() or value.strip()[-1].isdigit():
+        raise ValueError(f"expected a duration with a unit (e.g. 1s, 500ms), got "
+                         f"{quote(str(value))}")
+    return parse_duration(value)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {quote(str(value))}")
+    return value
+
+
+def _rate_limit(f: Fields) -> RateLimit | None:
+    """None when absent or ``interval`` is 0 (exporter-toolkit: "0 to disable")."""
+    if f.node is None:
+        return None
+    before = len(f.walker.problems)
+    interval = f.get("interval", _go_duration, 0.0)
+    burst = f.get("burst", _count, 0)
+    if interval <= 0 or len(f.walker.problems) > before:  # off, or already said why not
+        return None
+    if burst == 0:  # golang's limiter would then refuse every request
+        f.walker.report(f.value_node("burst") or f.node, f.key_path("burst"),
+                        "a burst of 0 with an interval refuses every request; give at "
+                        "least 1 (or interval 0 to turn the limit off)")
+        return None
+    return RateLimit(interval, burst)
 
 
 def _scalar_text(w: Walker, node: Node, path: str) -> str:

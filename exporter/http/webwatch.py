@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from exporter.config.errors import ConfigError
 from exporter.http.basicauth import BasicAuth
+from exporter.http.ratelimit import TokenBucket
 from exporter.http.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,14 @@ class WebState:
 
     config: WebConfig
     auth: BasicAuth | None
+    limiter: TokenBucket | None = None
 
     @classmethod
     def of(cls, config: WebConfig | None) -> WebState:
         config = config or WebConfig()
-        return cls(config, BasicAuth(config.users) if config.users else None)
+        rate = config.rate_limit
+        return cls(config, BasicAuth(config.users) if config.users else None,
+                   TokenBucket(rate.interval_s, rate.burst) if rate is not None else None)
 
 
 def _signature(paths: tuple[str, ...]) -> Signature:

@@ -191,10 +191,18 @@ def test_unknown_path_is_404_json(svc: RunningDaemon, path: str) -> None:
 
 
 def test_non_utf8_bytes_in_path_and_query(svc: RunningDaemon) -> None:
+    # RFC 9112 3.2: the request target is ASCII; raw bytes above 0x7f are a bad request
+    # line, their percent-encoded form an unknown path or a bad parameter.
     r = raw_request(svc, b"GET /metrics/\xff\xfe\x80 HTTP/1.1\r\nHost: x\r\n"
                          b"Connection: close\r\n\r\n")
-    assert_json_error(r, 404)
+    assert_json_error(r, 400, "request line")
     r = raw_request(svc, b"GET /metrics?last_n=\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close"
+                         b"\r\n\r\n")
+    assert_json_error(r, 400, "request line")
+    r = raw_request(svc, b"GET /metrics/%ff%fe%80 HTTP/1.1\r\nHost: x\r\n"
+                         b"Connection: close\r\n\r\n")
+    assert_json_error(r, 404)
+    r = raw_request(svc, b"GET /metrics?last_n=%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close"
                          b"\r\n\r\n")
     assert_json_error(r, 400, "last_n")
     r = raw_request(svc, b"GET /metrics/csv?last_n=%ff%00 HTTP/1.1\r\nHost: x\r\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 import threading
 import zlib
@@ -509,3 +510,108 @@ def test_a_series_whose_declaration_changed_meaning_is_not_restored(
     assert columns(after)["widget_level"] == []
     assert columns(after)["widget_spins"] == columns(before)["widget_spins"]  # unchanged
     assert "widget_level was saved as" in caplog.text
+
+
+# --- what else can be at the state path -------------------------------------------------------
+
+
+def _restore_in_thread(snap: Snapshotter) -> object:
+    """restore() on a thread joined with a generous bound: a hang fails the test instead of
+    hanging the run (a FIFO's blocking open would never return)."""
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(snap.restore()), daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "restore() hung on the state path"
+    return result[0]
+
+
+def _plant(kind: str, path: Path, victim: Path) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "dangling-symlink":
+        path.symlink_to(victim.parent / "nowhere.bin")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("making a device node needs root")
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dangling-symlink", "folder", "device"])
+def test_anything_but_a_regular_file_is_moved_aside_unopened_with_one_warning(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / "history.bin"
+    victim = tmp_path / "elsewhere.bin"
+    victim.write_bytes(good_bytes(tmp_path))  # a good history: following the link would load it
+    victim_before = victim.read_bytes()
+    _plant(kind, path, victim)
+    clock = Clock()
+    ep = monitor(clock)
+    with caplog.at_level(logging.INFO, logger="exporter.history.snapshots"):
+        assert _restore_in_thread(Snapshotter(ep.recorder, str(path), 300, clock)) is None
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "not a regular file" in warnings[0].getMessage()
+    assert all(len(buf) == 0 for buf in ep.store.series.values())  # nothing was read
+    aside = [p for p in state.iterdir() if p.name.startswith("history.bin.corrupt-")]
+    assert len(aside) == 1 and (aside[0].is_symlink() or not aside[0].is_file())
+    # The next snapshot writes a regular file in its place; the link's target is untouched.
+    fill(ep, clock, 3)
+    assert Snapshotter(ep.recorder, str(path), 300, clock).snapshot()
+    assert path.is_file() and not path.is_symlink()
+    assert read_state(str(path)).sample_count() == 3 * len(ep.store.series)
+    assert victim.read_bytes() == victim_before
+
+
+def test_reading_refuses_a_link_even_to_a_good_history(tmp_path: Path) -> None:
+    victim = tmp_path / "elsewhere.bin"
+    victim.write_bytes(good_bytes(tmp_path))
+    path = tmp_path / "history.bin"
+    path.symlink_to(victim)
+    with pytest.raises(snapshots.NotRegularFile):
+        snapshots.open_regular(str(path))
+    with pytest.raises(snapshots.NotRegularFile):
+        read_state(str(path))
+
+
+def test_a_planted_temporary_name_is_never_written_through(tmp_path: Path) -> None:
+    """The old temporary name was ``<file>.tmp-<pid>``: a link planted under it had its
+    target overwritten.  Names are now random and created exclusively."""
+    clock = Clock()
+    ep = monitor(clock)
+    fill(ep, clock, 4)
+    path = tmp_path / "history.bin"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for pid in (os.getpid(), *range(1, 50)):
+        (tmp_path / f"history.bin.tmp-{pid}").symlink_to(victim)
+    assert Snapshotter(ep.recorder, str(path), 300, clock).snapshot()
+    assert victim.read_text() == "precious"
+    assert path.is_file() and not path.is_symlink()
+    assert read_state(str(path)).sample_count() == 4 * len(ep.store.series)
+    # A restart clears the planted links as leftovers, never their target.
+    Snapshotter(monitor(clock).recorder, str(path), 300, clock).restore()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.bin", "victim.txt"]
+    assert victim.read_text() == "precious"
+
+
+def test_a_failed_final_snapshot_at_stop_is_a_warning_even_after_earlier_failures(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ep = monitor(Clock())
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    snap = Snapshotter(ep.recorder, str(blocker / "history.bin"), 300)
+    assert not snap.snapshot()  # the first failure warns; repeats are DEBUG
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="exporter.history.snapshots"):
+        snap.stop()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "final history snapshot" in warnings[0].getMessage()

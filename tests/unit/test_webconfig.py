@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, parse_config
-from exporter.http.basicauth import BasicAuth, parse_basic
-from exporter.http.webconfig import load_web_config
+from exporter.http.basicauth import BasicAuth, BcryptQueue, parse_basic
+from exporter.http.ratelimit import TokenBucket
+from exporter.http.webconfig import RateLimit, load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from tests.tlsfiles import CA, bcrypt_hash
 
@@ -132,7 +133,10 @@ BAD = [
      "2", "cost of 04 to 31"),
     ("- a\n- b\n", "1", "the top level must be a mapping"),
     ("tls_server_config: [\n", "2", "invalid YAML"),
-    ("rate_limit: {interval: 1s, burst: 2}\n", "1", "rate_limit: unknown key"),
+    ("rate_limit: {interval: 1, burst: 2}\n", "1", "rate_limit.interval: expected a duration"),
+    ("rate_limit: {interval: 1s}\n", "1", "rate_limit.burst: a burst of 0"),
+    ("rate_limit: {interval: 1s, burst: -2}\n", "1", "rate_limit.burst: expected a whole"),
+    ("rate_limit: {interval: 1s, burst: 2, per: ip}\n", "1", "rate_limit.per: unknown key"),
 ]
 
 
@@ -241,3 +245,86 @@ def test_watcher_rereads_changed_files_and_keeps_the_old_on_error(
     assert watcher.current() is second and results == [True, False]
     clock[0] += 1.5
     assert watcher.current() is second and results == [True, False]  # reported once
+
+
+# --- rate_limit, the verdict cache under a flood, the bcrypt queue -------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("rate_limit: {interval: 1s, burst: 5}\n", RateLimit(1.0, 5)),
+    ("rate_limit: {interval: 1m30s, burst: 1}\n", RateLimit(90.0, 1)),
+    ("rate_limit: {interval: 0s, burst: 5}\n", None),  # "set to 0 to disable"
+    ("rate_limit:\n", None),
+])
+def test_rate_limit_is_read_as_exporter_toolkit_does(tmp_path: Path, text: str,
+                                                     expected: RateLimit | None) -> None:
+    assert load_web_config(write(tmp_path, text)).rate_limit == expected
+
+
+def test_the_token_bucket_allows_a_burst_then_one_an_interval() -> None:
+    now = [100.0]
+    bucket = TokenBucket(2.0, 3, lambda: now[0])
+    assert [bucket.allow() for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait_s() == pytest.approx(2.0)
+    now[0] += 1.0
+    assert not bucket.allow()
+    now[0] += 1.0
+    assert bucket.allow() and not bucket.allow()
+    now[0] += 60.0  # saves up no more than the burst
+    assert [bucket.allow() for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_full_cache_keeps_verified_good_credentials_and_drops_failures_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = BasicAuth((("prom", bcrypt_hash("s3cret")),), cache_size=50)
+    import bcrypt
+
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: pw == b"s3cret")  # fast, same verdicts
+    assert auth.verify(basic("prom", "s3cret")) is True
+    for i in range(500):  # ten times the cache in distinct wrong passwords
+        assert auth.verify(basic("prom", f"guess-{i}")) is False
+        assert auth.cached(basic("prom", "s3cret")) is True, f"evicted after {i} failures"
+    good, failed = auth.cached_count()
+    assert good == 1 and 0 < failed < 50
+
+
+def test_a_cache_of_only_good_credentials_still_makes_room(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    users = tuple((f"u{i}", bcrypt_hash("pw")) for i in range(12))
+    auth = BasicAuth(users, cache_size=10)
+    import bcrypt
+
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: True)
+    for i in range(12):
+        assert auth.verify(basic(f"u{i}", "pw")) is True
+    good, failed = auth.cached_count()
+    assert failed == 0 and 0 < good <= 10
+    assert auth.cached(basic("u11", "pw")) is True  # the newest stays
+
+
+def test_the_bcrypt_queue_refuses_what_would_wait_too_long() -> None:
+    import asyncio
+    import threading
+
+    release = threading.Event()
+
+    class SlowAuth:
+        def verify(self, header: str | None) -> bool:
+            release.wait(20)
+            return False
+
+    async def flood() -> tuple[list[bool | None], int]:
+        queue = BcryptQueue(max_wait_s=0.2)
+        queue._cost_s = 0.1  # two checks' worth of waiting
+        tasks = [asyncio.ensure_future(queue.verify(SlowAuth(), "x"))  # type: ignore[arg-type]
+                 for _ in range(10)]
+        await asyncio.sleep(0)  # every task has asked for its place
+        refused_before_any_ran = queue.refused
+        release.set()
+        results = await asyncio.gather(*tasks)
+        queue.shutdown()
+        return results, refused_before_any_ran
+
+    results, refused = asyncio.run(flood())
+    assert results.count(None) == refused == 7  # 3 waiting (0.3 s > 0.2 s refuses the 4th)
+    assert results.count(False) == 3

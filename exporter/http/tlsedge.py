@@ -1,0 +1,124 @@
+"""TLS on an accepted connection: made cheap until the client speaks, then bounded in time.
+
+asyncio's TLS layer allocates a 256 KiB read buffer per connection the moment it is set up
+(``SSLProtocol.max_size``), so 500 connections that only connected cost ~150 MiB.  Here
+the layer is set up only once the client's whole ClientHello has arrived; until then the
+connection is a bare socket, its reads paused, so a client that sends nothing or half a
+ClientHello costs what a plain connection does.  The buffer is made one TLS record (16 KiB
+and its overhead), all one read can use.  The handshake has its own deadline, counted
+from the first byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+from asyncio import sslproto
+
+from exporter.http.webwatch import WebState
+
+log = logging.getLogger(__name__)
+
+SSL_READ_BUFFER = 16 * 1024 + 512  # one TLS record and its overhead
+HANDSHAKE_TIMEOUT_S = 5.0  # at most; never more than http.request_timeout
+TLS_HANDSHAKE_RECORD = 0x16
+
+
+def use_lean_ssl_buffers() -> None:
+    """Every asyncio TLS connection of this process reads into 16.5 KiB, not 256 KiB (a
+    class attribute: asyncio builds its SSLProtocol itself; reads are just smaller)."""
+    if getattr(sslproto.SSLProtocol, "max_size", 0) > SSL_READ_BUFFER:
+        sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
+
+
+async def client_hello(writer: asyncio.StreamWriter, deadline: float,
+                       handshake_s: float) -> float | None:
+    """Wait, reading nothing, until the client's first TLS record (its ClientHello) is
+    here whole, or other bytes or the end came; its first byte by ``deadline``, the rest
+    within ``handshake_s`` of it.  The deadline for the handshake (counted from that first
+    byte), or None if the client missed one.
+
+    The transport's reads stay paused, so the bytes are left for the TLS layer: a duplicate
+    descriptor is watched (asyncio lets no one else watch the transport's own), and while
+    part of the ClientHello is here the socket's SO_RCVLOWAT makes it readable only once
+    all of it is."""
+    raw = writer.get_extra_info("socket")
+    writer.transport.pause_reading()  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    watch = socket.socket(fileno=os.dup(raw.fileno()))
+    try:
+        watch.setblocking(False)
+        if not await _readable(loop, watch, deadline):
+            return None
+        handshake_deadline = loop.time() + handshake_s
+        head = _peek(watch, 5)
+        if len(head) == 5 and head[0] == TLS_HANDSHAKE_RECORD:
+            need = 5 + int.from_bytes(head[3:5], "big")
+            if len(_peek(watch, need)) < need:
+                watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, need)
+                try:
+                    if not await _readable(loop, watch, handshake_deadline):
+                        return None
+                finally:
+                    watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        return handshake_deadline
+    finally:
+        watch.close()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                    deadline: float) -> bool:
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: None if ready.done() else ready.set_result(None))
+    try:
+        async with asyncio.timeout_at(deadline):
+            await ready
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+def _peek(sock: socket.socket, n: int) -> bytes:
+    try:
+        return sock.recv(n, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return b""
+    except OSError:
+        return b""  # a reset: the TLS layer will say so
+
+
+async def handshake(writer: asyncio.StreamWriter, web: WebState, peer: str,
+                    deadline: float) -> bool:
+    """The handshake (by ``deadline``) and exporter-toolkit's client_allowed_sans."""
+    context = web.config.ssl_context
+    assert context is not None
+    try:
+        async with asyncio.timeout_at(deadline):
+            await writer.start_tls(context)
+    except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
+        log.debug("TLS handshake with %s failed: %s", peer, e or type(e).__name__)
+        return False
+    tls = web.config.tls
+    if tls is not None and tls.client_allowed_sans is not None:
+        cert = writer.get_extra_info("peercert") or {}
+        sans = {_san(kind, value) for kind, value in cert.get("subjectAltName", ())}
+        if not sans & {_san("", v) for v in tls.client_allowed_sans}:
+            log.debug("client certificate of %s has none of client_allowed_sans", peer)
+            return False
+    return True
+
+
+def _san(kind: str, value: str) -> str:
+    """A SAN as exporter-toolkit compares it (IP addresses in their canonical form)."""
+    value = value.strip()
+    if kind in ("IP Address", ""):
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(value))
+    return value
