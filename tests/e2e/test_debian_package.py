@@ -171,8 +171,8 @@ def test_metrics_in_text_openmetrics_and_json(box: Container) -> None:
 def test_systemctl_reload_applies_the_edited_config(box: Container) -> None:
     before = wait_active(box)
     text = box.host_path(CONFIG).read_text()
-    assert re.search(r"^interval: 60s", text, re.M), "the shipped default changed?"
-    box.write(CONFIG, re.sub(r"^interval: 60s", "interval: 1s", text, flags=re.M))
+    assert re.search(r"^interval: 1m$", text, re.M), "the shipped default changed?"
+    box.write(CONFIG, re.sub(r"^interval: 1m$", "interval: 1s", text, flags=re.M))
     box.run("systemctl", "reload", UNIT, timeout=60)
     def reloaded() -> dict[str, str] | None:
         s = state(box)
