@@ -155,8 +155,11 @@ class SendLog:
                 receiver = name[len(_CURSOR_PREFIX):]
                 self._cursors[receiver] = Cursor(os.path.join(self.directory, name))
                 self._dropped.setdefault(receiver, {})
+        # Never below a position a receiver already holds (segments removed by hand): new
+        # collections must come after every cursor, or they would count as sent.
+        self._next_seq = max([c.seq + 1 for c in self._cursors.values()], default=0)
         if self._entries:
-            self._next_seq = self._entries[-1].seq + 1
+            self._next_seq = max(self._next_seq, self._entries[-1].seq + 1)
             log.info("remote write: %d collections from before the restart wait in %s",
                      len(self._entries), self.directory)
 

@@ -72,6 +72,19 @@ def test_log_and_cursors_survive_a_reopen_and_a_torn_tail(tmp_path: Path) -> Non
         == [MEM, CPU]
 
 
+def test_new_collections_come_after_every_cursor_even_without_segments(tmp_path: Path) -> None:
+    log = SendLog(str(tmp_path))
+    for i in range(3):
+        tick(log, i)
+    log.cursor("central").set(2)
+    log.close()
+    for segment in tmp_path.glob("seg-*"):
+        segment.unlink()  # removed by hand (or lost): the cursor still says 2
+    again = SendLog(str(tmp_path))
+    assert tick(again, 10) == 3
+    assert [t.timestamp_ms for t in again.read(again.cursor("central").seq, 100)] == [10]
+
+
 def test_a_damaged_cursor_resends_rather_than_skips(tmp_path: Path) -> None:
     log = SendLog(str(tmp_path))
     tick(log, 0)
