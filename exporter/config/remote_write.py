@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,6 +131,14 @@ def _tls(f: Fields, entry: Fields, resolve: Callable[[str], str]) -> TlsClientCo
     if bool(tls.cert_file) != bool(tls.key_file):
         f.walker.report(entry.value_node("tls_config"), entry.key_path("tls_config"),
                         "cert_file and key_file go together")
+        return tls
+    try:  # the files as the sender will read them: a wrong path is said now, with its line
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except OSError as e:  # ssl.SSLError included
+        f.walker.report(entry.value_node("tls_config"), entry.key_path("tls_config"),
+                        f"cannot use these files: {e.strerror or e}")
     return tls
 
 

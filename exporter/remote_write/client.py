@@ -34,7 +34,7 @@ class Client:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._context = _tls_context(config) if self._https else None
+        self._context: ssl.SSLContext | None = None  # made at the first connection
         self._conn: http.client.HTTPConnection | None = None
         self._headers = {
             "Content-Type": protocol.CONTENT_TYPE,
@@ -50,8 +50,8 @@ class Client:
         """POST one compressed WriteRequest; raises OSError when the receiver is unreachable
         (refused, reset, timed out, TLS failure)."""
         for attempt in (1, 2):
-            conn = self._connection()
             try:
+                conn = self._connection()
                 conn.request("POST", self._path, body=body, headers=self._headers)
                 response = conn.getresponse()
                 data = response.read(MAX_ERROR_BODY) if response.status >= 300 else b""
@@ -74,6 +74,8 @@ class Client:
         if self._conn is None:
             timeout = self.config.remote_timeout
             if self._https:
+                if self._context is None:  # files read when used: a missing one is an OSError
+                    self._context = _tls_context(self.config)
                 self._conn = http.client.HTTPSConnection(
                     self._host, self._port, timeout=timeout, context=self._context
                 )

@@ -254,7 +254,10 @@ def test_capture_leaves_out_created_samples_and_sorts_labels() -> None:
 # --- config -----------------------------------------------------------------------------------
 
 def test_a_full_entry_is_read(tmp_path: Path) -> None:
+    from tests.tlsfiles import CA
+
     (tmp_path / "pw").write_text("s3cret\n")
+    CA(tmp_path).cert.rename(tmp_path / "ca.pem")
     config = parse_config(
         "remote_write:\n"
         "  - url: https://central:9090/api/v1/write\n"
@@ -270,6 +273,7 @@ def test_a_full_entry_is_read(tmp_path: Path) -> None:
     assert entry.max_sample_age == 1800 and entry.max_samples_per_send == 100
     assert (entry.min_backoff, entry.max_backoff) == (0.5, 120)
     assert entry.tls_config is not None and entry.tls_config.ca_file == str(tmp_path / "ca.pem")
+    assert entry.tls_config.cert_file is None
     assert entry.basic_auth == ("car", "s3cret")
     assert len(entry.name) == 6  # derived from the URL, stable across starts
     assert "s3cret" not in repr(entry)
@@ -294,6 +298,8 @@ def test_a_full_entry_is_read(tmp_path: Path) -> None:
         ("- {url: 'http://x', urll: 'http://y'}", 'did you mean "url"'),
         ("- {url: 'http://x', name: a}\n  - {url: 'http://y', name: a}", "names must differ"),
         ("- {url: 'http://x', tls_config: {cert_file: c}}", "cert_file and key_file go together"),
+        ("- {url: 'https://x', tls_config: {ca_file: /nonexistent/ca.pem}}",
+         "cannot use these files"),
     ],
 )
 def test_bad_entries_are_refused_with_their_line(entry: str, message: str) -> None:
