@@ -47,6 +47,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as the end too)."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 15) -> int:
     """SIGTERM by PID, then wait; SIGKILL only if it does not end in time."""
     if proc.poll() is None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Response, RunningDaemon, start_daemon
-from tests.helpers import poll
+from tests.helpers import poll, read_until_closed
 
 MAX_BODY = 1_048_576
 
@@ -63,13 +63,7 @@ def raw_request(d: RunningDaemon, data: bytes, timeout: float = 15.0) -> Raw:
     """Send bytes as they are, read until the server closes, parse what came back."""
     with socket.create_connection((d.host, d.port), timeout=timeout) as sock:
         sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-    received = b"".join(chunks)
+        received = read_until_closed(sock)
     method = data.split(b" ", 1)[0].decode("latin-1")
     response = http.client.HTTPResponse(_Bytes(received), method=method)  # type: ignore[arg-type]
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningDaemon, start_daemon
+from tests.helpers import read_until_closed
 from tests.http_corpus import MALFORMED
 
 
@@ -32,13 +33,7 @@ def send_and_read_to_close(d: RunningDaemon, data: bytes) -> bytes:
         # Refused before all of it was sent: what it answered is still read.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-    return b"".join(chunks)
+        return read_until_closed(sock)
 
 
 @pytest.mark.parametrize(("data", "statuses"),
