@@ -200,3 +200,22 @@ def _timestamps_compare_correctly() -> Iterator[None]:
                lambda a, b: a.nsec < b.nsec if a.sec == b.sec else a.sec < b.sec)
     yield
     mp.undo()
+
+
+@pytest.fixture
+def serve_app() -> Iterator:
+    """``serve_app(app, web=None)``: an in-process ExporterServer for ``app`` on a free
+    127.0.0.1 port, stopped after the test."""
+    from exporter.http.server import ExporterServer
+
+    servers: list[ExporterServer] = []
+
+    def start(app: Any, web: Any = None) -> ExporterServer:
+        server = ExporterServer("127.0.0.1", 0, app, web)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -7,8 +7,8 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,18 +35,9 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
 
 
 @pytest.fixture
-def serve() -> Iterator:
-    servers: list[ExporterServer] = []
-
-    def start(web: WebConfigWatcher | None = None) -> ExporterServer:
-        server = ExporterServer("127.0.0.1", 0, HelloApp(), web)  # type: ignore[arg-type]
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(serve_app: Any) -> Any:
+    """``serve(web=None)``: the hello app behind an in-process server."""
+    return lambda web=None: serve_app(HelloApp(), web)
 
 
 def tls_watcher(ca: CA, tmp_path: Path) -> WebConfigWatcher:

@@ -34,21 +34,6 @@ class StreamApp:
         return Response(200, b"", "text/plain", stream=self.make(self), on_close=self.closed.set)
 
 
-@pytest.fixture
-def serve():
-    servers: list[ExporterServer] = []
-
-    def start(app) -> ExporterServer:
-        server = ExporterServer("127.0.0.1", 0, app)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 def read_all(sock: socket.socket) -> tuple[bytes, bool]:
     """Everything the server sends, and whether the connection ended in a reset."""
     data = b""
@@ -69,9 +54,9 @@ def failing(app: StreamApp) -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize("version", ["HTTP/1.0", "HTTP/1.1"])
-def test_a_stream_that_fails_to_render_resets_the_connection(serve, version, caplog):
+def test_a_stream_that_fails_to_render_resets_the_connection(serve_app, version, caplog):
     """On HTTP/1.0 a close would read as the end of a complete body: a reset says broken."""
-    server = serve(StreamApp(failing))
+    server = serve_app(StreamApp(failing))
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(f"GET /metrics/history {version}\r\nHost: x\r\n\r\n".encode())
         data, reset = read_all(sock)
@@ -91,9 +76,9 @@ def open_fds() -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
-def test_a_client_that_reads_nothing_is_cut_and_its_descriptor_freed(serve):
+def test_a_client_that_reads_nothing_is_cut_and_its_descriptor_freed(serve_app):
     app = StreamApp(endless, HttpSettings(request_timeout_s=1.0))
-    server = serve(app)
+    server = serve_app(app)
     before = open_fds()
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -132,8 +117,8 @@ def test_stopping_while_a_batch_renders_closes_the_stream_without_an_error(caplo
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-def test_an_http_1_0_stream_says_close_only(serve):
-    server = serve(StreamApp(lambda app: iter([b"a 1\n", b"# EOF\n"])))
+def test_an_http_1_0_stream_says_close_only(serve_app):
+    server = serve_app(StreamApp(lambda app: iter([b"a 1\n", b"# EOF\n"])))
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         data, reset = read_all(sock)
