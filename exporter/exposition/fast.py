@@ -179,26 +179,49 @@ class _HistogramBlock:
 
 
 class FastRenderer:
-    """Renders snapshots; holds the histogram text cache, so keep one per monitor."""
+    """Renders snapshots; holds the histogram text cache, so keep one per monitor.
+
+    It also keeps the text of the last snapshot it rendered in each format: between two
+    collections a scrape usually finds the same snapshot (the same values, histograms,
+    alerts and status), and then only the ``extra`` families (the process_* that change at
+    every scrape) are made anew: at one scrape a second and the default 1 m interval, that
+    halves the CPU a scrape costs the daemon (tests/bench/bench_daemon.py).  Equal
+    snapshots render to equal text: the one pair of floats that compare equal but print
+    differently, 0.0 and -0.0, can only swap at a collection or an ingest, and each of those
+    also moves a counter in the snapshot (collections, a histogram's count).
+    """
 
     def __init__(self) -> None:
         self._blocks: dict[tuple[str, tuple[float, ...]], _HistogramBlock] = {}
         self._lock = threading.Lock()
         self._text = _TextCache()  # only grows by whole entries: safe to share
+        # format -> (snapshot, its text): each pair replaced in one assignment
+        self._last: dict[bool, tuple[ExpositionSnapshot, str]] = {}
 
     def render(
         self, snap: ExpositionSnapshot, openmetrics: bool, extra: Iterable[Metric] = ()
     ) -> bytes:
         """The snapshot's families, then ``extra`` ones (the exporter's process_*)."""
         text = self._text
-        parts = [format_metric(m, openmetrics, text) for m in series_families(snap)]
-        parts.append(header(HISTOGRAM, "histogram", HISTOGRAM_HELP, "seconds", openmetrics))
-        parts.extend(self._histograms(snap))
-        parts.extend(format_metric(m, openmetrics, text) for m in other_families(snap))
+        last = self._last.get(openmetrics)
+        if last is not None and last[0] == snap:
+            body = last[1]
+        else:
+            body = self._snapshot_text(snap, openmetrics)
+            self._last[openmetrics] = (snap, body)
+        parts = [body]
         parts.extend(format_metric(m, openmetrics, text) for m in extra)
         if openmetrics:
             parts.append("# EOF\n")
         return "".join(parts).encode()
+
+    def _snapshot_text(self, snap: ExpositionSnapshot, openmetrics: bool) -> str:
+        text = self._text
+        parts = [format_metric(m, openmetrics, text) for m in series_families(snap)]
+        parts.append(header(HISTOGRAM, "histogram", HISTOGRAM_HELP, "seconds", openmetrics))
+        parts.extend(self._histograms(snap))
+        parts.extend(format_metric(m, openmetrics, text) for m in other_families(snap))
+        return "".join(parts)
 
     def _histograms(self, snap: ExpositionSnapshot) -> list[str]:
         out = []

@@ -506,6 +506,42 @@ def test_cached_histogram_blocks_follow_new_observations() -> None:
     assert_parity(renderer, second)
 
 
+def test_an_unchanged_snapshot_is_served_from_the_last_render_and_a_changed_one_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between collections a scrape reuses the text of the snapshot's families (only the
+    process_* are made anew); a collection, an observation or a new status value makes it
+    render again, and every answer is the library's bytes."""
+    clock = [1.7e9]
+    source = ScriptedSource()
+    ep = new_endpoint(clock, None, [source])
+    status = [StatusFamily("crankshaft_queue", "gauge", "Queued", [({}, 1.0)])]
+    ep.add_status_provider(lambda: list(status))
+    ep.collect_now()
+    ep.record_request_latency("/a", 3.0)
+    renderer = FastRenderer()
+    made: list[bool] = []
+    fresh = renderer._snapshot_text
+    monkeypatch.setattr(renderer, "_snapshot_text",
+                        lambda snap, om: made.append(om) or fresh(snap, om))
+
+    def scrape() -> None:
+        assert_parity(renderer, ep.exposition_snapshot())  # text, then OpenMetrics
+
+    scrape()
+    assert made == [False, True]
+    clock[0] += 1
+    scrape()  # nothing happened: an equal snapshot, taken anew
+    assert made == [False, True]
+    ep.collect_now()
+    scrape()
+    ep.record_request_latency("/a", 9.0)
+    scrape()
+    status[0] = StatusFamily("crankshaft_queue", "gauge", "Queued", [({}, 2.0)])
+    scrape()
+    assert made == [False, True] * 4
+
+
 @pytest.mark.parametrize("render_between", [True, False])
 def test_evicted_and_readmitted_endpoint_is_not_served_from_a_stale_block(
     render_between: bool,
