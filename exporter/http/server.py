@@ -279,8 +279,11 @@ class ExporterServer:
             first = False
             self._table.set_phase(conn, Conn.READING)
             try:
-                async with asyncio.timeout_at(deadline):
-                    parsed = await _read_request(parser, reader, writer)
+                # Usually the first read held the whole request: no deadline timer needed.
+                parsed = parser.next_request()
+                if parsed is None:
+                    async with asyncio.timeout_at(deadline):
+                        parsed = await _read_request(parser, reader, writer)
             except TimeoutError:
                 # The bytes it sent were all read, so the close is a FIN, not a reset.
                 writer.write(self._answers.timeout(settings.request_timeout_s,
