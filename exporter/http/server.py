@@ -22,8 +22,9 @@ buffers and a suspended coroutine, and the limits are about time, not threads:
 
 The parts, one job each: this module accepts connections and runs each one's
 read-answer loop; connections.py keeps the table and evicts; request_parser.py reads a
-request (h11); answers.py writes an answer and ends a connection; streaming.py sends a
-body made piece by piece; tlsedge.py sets up TLS.
+request (h11); handler_threads.py runs the handler off the loop; answers.py writes an
+answer and ends a connection; streaming.py sends a body made piece by piece; tlsedge.py
+sets up TLS.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from exporter.http.app import App, HttpSettings, Response, error_response
 from exporter.http.basicauth import BcryptQueue
 from exporter.http.budget import OutputBudget
 from exporter.http.connections import Conn, ConnectionTable
+from exporter.http.handler_threads import HandlerThreads
 from exporter.http.memtrim import MemoryTrimmer
 from exporter.http.request_parser import MAX_LINE, Parsed, Reject, RequestParser
 from exporter.http.streaming import STREAM_THREADS, close_stream, send_stream
@@ -110,7 +112,7 @@ class ExporterServer:
         self.server_address = sock.getsockname()
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(self._loop_exception)
-        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="crankshaft-http")
+        self._handlers = HandlerThreads(HANDLER_THREADS, "crankshaft-http")
         self._bcrypt = BcryptQueue()
         # Streamed bodies render on their own threads: a long download never holds up a scrape.
         self._stream_pool = ThreadPoolExecutor(STREAM_THREADS,
@@ -197,7 +199,7 @@ class ExporterServer:
 
         asyncio.run_coroutine_threadsafe(close(), self._loop)
         self._thread.join(10)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._handlers.shutdown()
         self._bcrypt.shutdown()
         self._stream_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -360,7 +362,7 @@ class ExporterServer:
             if not verdict:
                 return error_response(401, "this exporter needs a user name and password",
                                       {"WWW-Authenticate": 'Basic realm="crankshaft-exporter"'})
-        return await self._loop.run_in_executor(self._pool, self.app.handle, request)
+        return await self._handlers.run(self._loop, self.app.handle, request)
 
 
 async def _next_bytes(reader: asyncio.StreamReader, wait_s: float) -> bytes:
