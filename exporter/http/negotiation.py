@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 JSON = "application/json"
 OPENMETRICS = "application/openmetrics-text"
 TEXT = "text/plain"
+CACHED_HEADER_CHARS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,16 @@ def parse_accept(header: str | None) -> list[MediaRange]:
 
 def choose(header: str | None, offered: list[str]) -> str:
     """The offered type the client prefers; ties go to the earlier offer, and if nothing
-    is acceptable the first offer is served anyway (an exporter should answer, not 406)."""
+    is acceptable the first offer is served anyway (an exporter should answer, not 406).
+    A scraper sends the same header every time: the answers for short headers are
+    remembered (a bounded few, so hostile headers cannot fill memory)."""
+    if header is not None and len(header) > CACHED_HEADER_CHARS:
+        return _choose.__wrapped__(header, tuple(offered))
+    return _choose(header, tuple(offered))
+
+
+@lru_cache(maxsize=128)
+def _choose(header: str | None, offered: tuple[str, ...]) -> str:
     ranges = parse_accept(header)
     best, best_q = offered[0], -1.0
     for media_type in offered:
@@ -74,6 +85,13 @@ def choose(header: str | None, offered: list[str]) -> str:
 
 
 def accepts_gzip(header: str | None) -> bool:
+    if header is not None and len(header) > CACHED_HEADER_CHARS:
+        return _accepts_gzip.__wrapped__(header)
+    return _accepts_gzip(header)
+
+
+@lru_cache(maxsize=128)
+def _accepts_gzip(header: str | None) -> bool:
     if not header:
         return False
     for part in header.split(","):
