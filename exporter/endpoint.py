@@ -324,3 +324,4 @@ class MetricsEndpoint:
     def close(self) -> None:
         self.stop_collection()
         self.sources.close()
+        self.renderer.close()

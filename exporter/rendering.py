@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import ProcessCollector
 from prometheus_client.core import Metric
 
 from exporter.alerts.events import ActiveAlert
@@ -27,6 +26,7 @@ from exporter.documents import (
 )
 from exporter.exposition.families import all_families
 from exporter.exposition.fast import FastRenderer
+from exporter.exposition.process import ProcessFamilies
 from exporter.json_render import MetricsJsonRenderer
 from exporter.recording import Recorder
 from exporter.sampling import SourceSet
@@ -52,7 +52,7 @@ class Renderer:
         self._started = time.monotonic()
         self._json = MetricsJsonRenderer()
         self._fast = FastRenderer()
-        self._process = ProcessCollector(registry=None)
+        self._process = ProcessFamilies()  # prometheus_client's process_*, fewer syscalls
         self.status_providers: list[StatusProvider] = []
 
     def meta(self) -> Meta:
@@ -142,3 +142,6 @@ class Renderer:
         """Text format 0.0.4, or OpenMetrics 1.0, with the exporter's own process_*."""
         snap = self.snapshot()
         return self._fast.render(snap, openmetrics, self._process.collect())
+
+    def close(self) -> None:
+        self._process.close()
