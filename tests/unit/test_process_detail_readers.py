@@ -106,8 +106,17 @@ def test_what_may_not_be_read_is_absent_in_both():
 
 
 def test_the_source_sums_the_same_with_either_reader(child):
+    """Compared whenever nothing moved while both read (the child's CPU time can tick
+    between two reads on a loaded machine)."""
     finder = PidFinder(child.pid)
     fast = ProcessDetailSource(finder, reader=ProcDetailReader())
     portable = ProcessDetailSource(finder, reader=PsutilDetailReader())
-    assert fast.collect() == portable.collect()
+    agreed = 0
+    for _ in range(20):
+        first = fast.collect()
+        theirs = portable.collect()
+        if fast.collect() == first:
+            assert theirs == first
+            agreed += 1
+    assert agreed > 0
     assert os.getpid() != child.pid
