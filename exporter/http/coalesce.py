@@ -16,10 +16,11 @@ T = TypeVar("T")
 
 
 class _Flight(Generic[T]):
-    __slots__ = ("done", "error", "followers", "result")
+    __slots__ = ("done", "error", "followers", "result", "retry")
 
     def __init__(self) -> None:
         self.followers = 0
+        self.retry = False  # the leader gave up without a result: followers compute
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -37,22 +38,42 @@ class Coalescer(Generic[T]):
             return 0 if self._flight is None else self._flight.followers
 
     def __call__(self) -> T:
-        with self._lock:
-            flight = self._flight
-            leader = flight is None
-            if flight is None:
-                flight = self._flight = _Flight()
-            else:
+        while True:
+            with self._lock:
+                flight = self._flight
+                if flight is None:
+                    flight = self._flight = _Flight()
+                    break
                 flight.followers += 1
-        if not leader:
             flight.done.wait()
+            if flight.retry:  # its leader would not wait: this caller may, and computes
+                continue
             if flight.error is not None:
                 raise flight.error
             return flight.result  # type: ignore[return-value]
+        return self._lead(flight, self._compute)
+
+    def now(self, compute: Callable[[], T], would_wait: type[Exception]) -> T | None:
+        """``compute()`` (a variant that raises ``would_wait`` rather than wait), unless
+        another computation is in progress: None then, or if it raised ``would_wait``.
+        For the event loop, which must not wait; callers that joined meanwhile compute
+        for themselves."""
+        with self._lock:
+            if self._flight is not None:
+                return None
+            flight = self._flight = _Flight()
         try:
-            flight.result = self._compute()
+            return self._lead(flight, compute, would_wait)
+        except would_wait:
+            return None
+
+    def _lead(self, flight: _Flight[T], compute: Callable[[], T],
+              gives_up: type[Exception] | None = None) -> T:
+        try:
+            flight.result = compute()
         except BaseException as e:
             flight.error = e
+            flight.retry = gives_up is not None and isinstance(e, gives_up)
             raise
         finally:
             with self._lock:

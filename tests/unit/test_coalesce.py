@@ -76,3 +76,68 @@ def test_sequential_calls_each_compute() -> None:
     assert [coalesced() for _ in range(3)] == [0, 1, 2]
     with pytest.raises(StopIteration):
         Coalescer(lambda: next(iter([])))()
+
+
+# --- the event loop's variant: never waits ----------------------------------------------------
+
+
+class WouldWait(Exception):
+    pass
+
+
+def test_now_computes_when_nothing_is_in_progress() -> None:
+    coalesced: Coalescer[int] = Coalescer(lambda: 1)
+    assert coalesced.now(lambda: 2, WouldWait) == 2
+    assert coalesced() == 1  # the flight is over: the next caller computes afresh
+
+
+def test_now_gives_up_rather_than_join_a_computation_in_progress() -> None:
+    compute = BlockingCompute()
+    coalesced = Coalescer(compute)
+    leader = threading.Thread(target=coalesced)
+    leader.start()
+    assert compute.entered.wait(10)
+    assert coalesced.now(lambda: 99, WouldWait) is None  # would wait for the leader
+    compute.release.set()
+    leader.join(10)
+    assert compute.calls == 1
+
+
+def test_a_leader_that_would_wait_lets_its_followers_compute_for_themselves() -> None:
+    """The loop's render found the recorder's lock taken and gave up: callers that joined
+    its flight meanwhile must not receive its WouldWait, and compute (waiting) instead."""
+    joined = threading.Event()
+    giving_up = threading.Event()
+    results: list[int] = []
+
+    def would_wait() -> int:
+        giving_up.set()
+        assert joined.wait(10)
+        raise WouldWait
+
+    coalesced = Coalescer(lambda: 7)
+    follower = threading.Thread(target=lambda: results.append(coalesced()))
+
+    def loop_side() -> None:
+        assert coalesced.now(would_wait, WouldWait) is None
+
+    loop = threading.Thread(target=loop_side)
+    loop.start()
+    assert giving_up.wait(10)
+    follower.start()
+    wait_for(lambda: coalesced.followers() == 1, "the follower to join the flight")
+    joined.set()
+    loop.join(10)
+    follower.join(10)
+    assert results == [7]
+
+
+def test_now_passes_on_a_failure_that_is_not_waiting() -> None:
+    coalesced: Coalescer[int] = Coalescer(lambda: 1)
+
+    def broken() -> int:
+        raise RuntimeError("render failed")
+
+    with pytest.raises(RuntimeError, match="render failed"):
+        coalesced.now(broken, WouldWait)
+    assert coalesced() == 1
