@@ -286,9 +286,10 @@ class MetricsEndpoint:
         """Prometheus text format 0.0.4, or OpenMetrics 1.0 when asked for."""
         return self.renderer.exposition(openmetrics).decode()
 
-    def render_exposition(self, openmetrics: bool = False) -> bytes:
-        """The exposition as bytes, as the HTTP server sends it."""
-        return self.renderer.exposition(openmetrics)
+    def render_exposition(self, openmetrics: bool = False, wait: bool = True) -> bytes:
+        """The exposition as bytes, as the HTTP server sends it; with ``wait`` False,
+        :class:`~exporter.rendering.WouldWait` rather than wait on a lock or on I/O."""
+        return self.renderer.exposition(openmetrics, wait)
 
     def export_json(self) -> dict[str, Any]:
         """Everything kept: the /metrics document over the whole history."""
@@ -313,13 +314,18 @@ class MetricsEndpoint:
         """Apply new limits keeping what is recorded (the newest samples that still fit)."""
         self.recorder.reconfigure(settings)
 
-    def add_status_provider(self, provider: StatusProvider) -> None:
+    def add_status_provider(self, provider: StatusProvider, may_wait: bool = False) -> None:
         """Metrics about the exporter's own machinery (config reloads, notifier queues), in
-        the spirit of a prometheus_client custom collector: called at every scrape."""
+        the spirit of a prometheus_client custom collector: called at every scrape.
+        ``may_wait``: it may wait on file I/O (then scrapes never render on the event loop)."""
         self.renderer.status_providers.append(provider)
+        if may_wait:
+            self.renderer.waiting_providers.append(provider)
 
     def remove_status_provider(self, provider: StatusProvider) -> None:
         self.renderer.status_providers.remove(provider)
+        if provider in self.renderer.waiting_providers:
+            self.renderer.waiting_providers.remove(provider)
 
     def close(self) -> None:
         self.stop_collection()

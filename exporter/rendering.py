@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 StatusProvider = Callable[[], Iterable[StatusFamily]]
 
 
+class WouldWait(Exception):
+    """A render asked not to wait would have had to (see :meth:`Renderer.snapshot`)."""
+
+
 class Renderer:
     def __init__(
         self,
@@ -54,6 +58,7 @@ class Renderer:
         self._fast = FastRenderer()
         self._process = ProcessFamilies()  # prometheus_client's process_*, fewer syscalls
         self.status_providers: list[StatusProvider] = []
+        self.waiting_providers: list[StatusProvider] = []  # those that may wait on I/O
 
     def meta(self) -> Meta:
         return Meta(
@@ -102,7 +107,12 @@ class Renderer:
 
     # --- exposition -------------------------------------------------------------------------
 
-    def snapshot(self) -> ExpositionSnapshot:
+    def snapshot(self, wait: bool = True) -> ExpositionSnapshot:
+        """What a scrape renders.  With ``wait`` False it raises :class:`WouldWait` rather
+        than wait for the recorder's lock (held while a collection is recorded or a whole
+        ingest batch applied) or call a status provider that may wait on file I/O."""
+        if not wait and self.waiting_providers:
+            raise WouldWait
         status: list[StatusFamily] = []
         for provider in list(self.status_providers):  # outside the lock: they have their own
             try:
@@ -110,7 +120,9 @@ class Renderer:
             except Exception:
                 log.exception("status provider %r failed", provider)
         rec = self._recorder
-        with rec.lock:
+        if not rec.lock.acquire(blocking=wait):
+            raise WouldWait
+        try:
             store = rec.store
             return ExpositionSnapshot(
                 catalog=store.catalog,
@@ -131,6 +143,8 @@ class Renderer:
                 status=status,
                 last_collection_ms=rec.last_collection_ms,
             )
+        finally:
+            rec.lock.release()
 
     def families(self, snap: ExpositionSnapshot) -> Iterator[Metric]:
         """The prometheus_client families a scrape renders from ``snap`` (remote write
@@ -138,9 +152,10 @@ class Renderer:
         yield from all_families(snap)
         yield from self._process.collect()
 
-    def exposition(self, openmetrics: bool = False) -> bytes:
-        """Text format 0.0.4, or OpenMetrics 1.0, with the exporter's own process_*."""
-        snap = self.snapshot()
+    def exposition(self, openmetrics: bool = False, wait: bool = True) -> bytes:
+        """Text format 0.0.4, or OpenMetrics 1.0, with the exporter's own process_*
+        (``wait``: see :meth:`snapshot`)."""
+        snap = self.snapshot(wait)
         return self._fast.render(snap, openmetrics, self._process.collect())
 
     def close(self) -> None:

@@ -16,7 +16,9 @@ buffers and a suspended coroutine, and the limits are about time, not threads:
   waiting in the server's own buffers have a cap across connections (budget.py);
 - handlers (``App.handle`` renders in ~1 ms, a big ingest batch in tens) run on a small
   thread pool, and bcrypt on one thread of its own with a bounded queue (basicauth.py), so
-  neither stalls the loop; the web config's ``rate_limit`` answers 429 before either;
+  neither stalls the loop; the web config's ``rate_limit`` answers 429 before either.  A
+  scrape of the exposition that can be made without waiting on anything is made on the
+  loop (``App.answer_now``): the hop to a thread would cost more than the render;
 - running out of file descriptors on accept makes asyncio pause accepting for a second (no
   busy loop); the server then also closes up to 32 of its oldest idle connections.
 
@@ -362,6 +364,9 @@ class ExporterServer:
             if not verdict:
                 return error_response(401, "this exporter needs a user name and password",
                                       {"WWW-Authenticate": 'Basic realm="crankshaft-exporter"'})
+        response = self.app.answer_now(request)  # a scrape that needs no waiting
+        if response is not None:
+            return response
         return await self._handlers.run(self._loop, self.app.handle, request)
 
 

@@ -61,7 +61,7 @@ class RemoteWriter:
         self.reconfigure(configs)
         # Subscribed here, not at start: no collection can run before the capture is there.
         endpoint.on_metrics_collected(self.capture)
-        endpoint.add_status_provider(self.status)
+        endpoint.add_status_provider(self.status, may_wait=True)  # the log's lock: fsync
 
     def _open_log(self, directory: str | None) -> SendLog:
         """The send log in ``directory``; in a temporary folder (lost at stop, said so)

@@ -28,6 +28,9 @@ class HelloApp:
     def handle(self, request: Request) -> Response:
         return Response(200, b"hello\n", "text/plain")
 
+    def answer_now(self, request: Request) -> None:
+        return None  # every request goes to a handler thread, as in the server's own App
+
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
@@ -151,6 +154,9 @@ class BigApp:
 
     def handle(self, request: Request) -> Response:
         return Response(200, b"x" * (256 * 1024), "text/plain")
+
+    def answer_now(self, request: Request) -> None:
+        return None  # every request goes to a handler thread, as in the server's own App
 
 
 def kernel_sockets(port: int) -> list[str]:

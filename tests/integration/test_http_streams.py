@@ -33,6 +33,9 @@ class StreamApp:
     def handle(self, request: Request) -> Response:
         return Response(200, b"", "text/plain", stream=self.make(self), on_close=self.closed.set)
 
+    def answer_now(self, request: Request) -> None:
+        return None  # every request goes to a handler thread, as in the server's own App
+
 
 def read_all(sock: socket.socket) -> tuple[bytes, bool]:
     """Everything the server sends, and whether the connection ended in a reset."""
