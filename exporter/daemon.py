@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from exporter.config import Config, ConfigError, Problem, load_config
 from exporter.config.durations import format_duration
@@ -29,13 +30,15 @@ from exporter.libcheck import installed_version, library_problems
 from exporter.logs import setup_logging
 from exporter.metric_names import CONFIG_RELOAD_OK
 from exporter.notifiers import build_notifiers
-from exporter.remote_write.writer import RemoteWriter
 from exporter.sdnotify import SystemdNotifier
 from exporter.snapshot import StatusFamily
 from exporter.sources import registry
 from exporter.sources.base import Source
 from exporter.sources.registry import SourceContext
 from exporter.sources.targets import SharedFinder
+
+if TYPE_CHECKING:
+    from exporter.remote_write.writer import RemoteWriter
 
 log = logging.getLogger("exporter.daemon")
 
@@ -371,6 +374,10 @@ class Daemon:
             return
         if not config.remote_write:
             return
+        # Imported here: protobuf and snappy take ~4 MiB a car without remote write
+        # would hold for nothing.
+        from exporter.remote_write.writer import RemoteWriter
+
         state = state_directory(config)
         directory = None if state is None else os.path.join(state, "remote-write")
         self.remote = RemoteWriter(self.endpoint, config.remote_write, directory)
