@@ -8,6 +8,7 @@ MODULES = [
     "tests.bench.bench_connections",
     "tests.bench.bench_http",
     "tests.bench.bench_daemon",
+    "tests.bench.bench_scrape_cpu",
     "tests.bench.bench_slow_clients",
     "tests.bench.bench_hostile",
     "tests.bench.bench_history",
