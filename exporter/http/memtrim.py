@@ -13,13 +13,14 @@ after a round of 1,000 TLS non-readers: +12 MiB) is mostly Python's own small-ob
 allocator: the crowd needs ~9 more of its 1 MiB arenas, and an arena goes back to the
 system only when every object in it is gone; a handful of long-lived objects made
 meanwhile (a handler thread started by the crowd, the exposition and JSON caches, the
-recorder's values, keep-alive timers cancelled but not yet due) keep them, minutes later
-too.  ``malloc_trim`` cannot reach those.  ``PYTHONMALLOC=malloc`` in the environment
-would (+5 MiB in the same round) but cost ~7% of scrape throughput and CPU per scrape
-under wrk, so it is not set.  Pinning glibc's mmap threshold, so that big buffers are
-unmapped on free, made every answer over 128 KiB a fresh mapping and cut scrape
-throughput: 1,136 against 1,240-1,340 requests/s without it, the same hour.  Elsewhere
-than glibc it is a no-op.
+recorder's values, keep-alive timers cancelled but not yet due), and the churn that
+refills their half-used pools, keep them: all still there a minute later. ``malloc_trim``
+cannot reach those, nor does limiting glibc's arenas (``M_ARENA_MAX`` 1 or 2: the same RSS
+after). ``PYTHONMALLOC=malloc`` in the environment would (+4-6 MiB after the same round)
+but cost 7-13% of scrape throughput under wrk, so it is not set. Pinning glibc's mmap
+threshold, so that big buffers are unmapped on free, made every answer over 128 KiB a
+fresh mapping and cut scrape throughput: 1,136 against 1,240-1,340 requests/s without it,
+the same hour. Elsewhere than glibc it is a no-op.
 """
 
 from __future__ import annotations
