@@ -12,6 +12,12 @@ then nothing); quiet handshakes (a completed TLS handshake, then nothing); clien
 for the largest JSON answer (``/metrics?last_n=1440``; Prometheus: its ``/metrics``) with a
 4 KiB receive buffer and never read, plain and over TLS; the same for
 ``/metrics/history``; and a mix of all of them.
+
+Environment: ``BENCH_HOSTILE_ONLY`` runs only the rounds whose label contains one of its
+comma-separated parts (labels are ``"<plain|TLS>: <kind> @ <server>"``, e.g.
+``BENCH_HOSTILE_ONLY="TLS: JSON non-reader @ crank,plain: mixed"``); ``BENCH_HOSTILE_N``
+(connections per round, 1000) and ``BENCH_HOSTILE_HOLD_S`` (12) shorten a run while
+iterating.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 N = int(os.environ.get("BENCH_HOSTILE_N", "1000"))
 HOLD_S = float(os.environ.get("BENCH_HOSTILE_HOLD_S", "12"))
 AFTER_S = 4.0
-ONLY = os.environ.get("BENCH_HOSTILE_ONLY", "")  # e.g. "TLS: slow,exporter": rounds to run
+ONLY = os.environ.get("BENCH_HOSTILE_ONLY", "")
 SCRAPE_EVERY_S = 0.25
 LAST_N = 1440
 
