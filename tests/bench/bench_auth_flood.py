@@ -9,7 +9,8 @@ timeout) for ``FLOOD_S``.  Its credentials were checked once before the flood, a
 Prometheus scraping all along would have.  Reported: scrapes answered 200 and their
 latency, the attackers' answers by status, the server's CPU (a share of one core) and RSS.
 
-Rows: the daemon; the daemon with the web config's ``rate_limit`` (exporter-toolkit's
+Rows: the daemon alone (the scraper, no flood: what the machine gives in this run); the
+daemon; the daemon with the web config's ``rate_limit`` (exporter-toolkit's
 token bucket over all requests, the scraper's too); Debian's Prometheus 2.42 (Go net/http +
 exporter-toolkit 0.8.2, which has no ``rate_limit``) with the same web-config file, each
 a fresh server per round, medians over ``REPEATS`` rounds.
@@ -107,14 +108,14 @@ async def _attacker(port: int, path: str, n: int, until: float, counts: Counter[
             writer.close()
 
 
-def _flood(port: int, path: str, seconds: float, out: Connection) -> None:
-    """Runs in the child: ``ATTACKERS`` connections for ``seconds``; sends the counts."""
+def _flood(port: int, path: str, attackers: int, seconds: float, out: Connection) -> None:
+    """Runs in the child: ``attackers`` connections for ``seconds``; sends the counts."""
     async def main() -> Counter[str]:
         counts: Counter[str] = Counter()
         until = time.monotonic() + seconds
         out.send("started")
         await asyncio.gather(*(_attacker(port, path, n, until, counts)
-                               for n in range(ATTACKERS)))
+                               for n in range(attackers)))
         return counts
 
     out.send(dict(asyncio.run(main())))
@@ -168,7 +169,7 @@ class Round:
     rss_peak: float
 
 
-def _flood_round(pid: int, port: int, path: str) -> Round:
+def _flood_round(pid: int, port: int, path: str, attackers: int = ATTACKERS) -> Round:
     scraped, failed = _scrape(port, path, time.monotonic() + 1.0)  # checks the password once
     if not scraped:
         raise RuntimeError(f"the scraper's password was not accepted: {dict(failed)}")
@@ -184,7 +185,8 @@ def _flood_round(pid: int, port: int, path: str) -> Round:
     sampler.start()
     ctx = multiprocessing.get_context("spawn")
     theirs, ours = ctx.Pipe(duplex=False)
-    flood = ctx.Process(target=_flood, args=(port, path, FLOOD_S + 2.0, ours), daemon=True)
+    flood = ctx.Process(target=_flood, args=(port, path, attackers, FLOOD_S + 2.0, ours),
+                        daemon=True)
     flood.start()
     try:
         if not theirs.poll(30) or theirs.recv() != "started":
@@ -195,22 +197,22 @@ def _flood_round(pid: int, port: int, path: str) -> Round:
         cpu_share = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
         if not theirs.poll(60):
             raise RuntimeError("the attackers did not finish")
-        attackers: Counter[str] = Counter(theirs.recv())
+        answers: Counter[str] = Counter(theirs.recv())
     finally:
         flood.join(10)
         if flood.is_alive():
             flood.kill()
         stop.set()
         sampler.join()
-    return Round(scraped, failed, attackers, cpu_share, rss_start, peak[0])
+    return Round(scraped, failed, answers, cpu_share, rss_start, peak[0])
 
 
 # --- servers --------------------------------------------------------------------------------
 
 
-def _exporter_round(web: Path) -> Round:
+def _exporter_round(web: Path, attackers: int = ATTACKERS) -> Round:
     with daemon(f"interval: 1s\nhttp: {{web_config_file: {web}}}") as (proc, port):
-        return _flood_round(proc.pid, port, "/metrics/prometheus")
+        return _flood_round(proc.pid, port, "/metrics/prometheus", attackers)
 
 
 def _prometheus_round(tmp: Path, web: Path) -> Round:
@@ -302,6 +304,7 @@ def bench_auth_flood() -> str:
         limited = tmp / "web-rate-limited.yml"
         limited.write_text(yaml.safe_dump({**users, "rate_limit": RATE_LIMIT}))
         plans: list[tuple[str, str, Callable[[], Round]]] = [
+            ("no flood (baseline)", "crankshaft-exporter", lambda: _exporter_round(web, 0)),
             ("basic auth", "crankshaft-exporter", lambda: _exporter_round(web)),
             (f"basic auth + rate_limit {RATE_LIMIT['interval']}, burst {RATE_LIMIT['burst']}",
              "crankshaft-exporter", lambda: _exporter_round(limited)),
