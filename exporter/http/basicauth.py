@@ -10,7 +10,11 @@ A flood of distinct wrong passwords must not lock the real scraper out: a full c
 a tenth of its entries, failures first (exporter-toolkit drops a tenth at random), so the
 verified-good credentials stay and a scrape with them never waits for bcrypt; and the
 checks waiting for the bcrypt thread are bounded (:class:`BcryptQueue`): a request that
-would wait longer than ``MAX_WAIT_S`` is answered 503 at once instead of queueing.
+would wait longer than ``MAX_WAIT_S`` is refused (503) instead of queueing.  The refusal
+is held back about as long as the request could have waited: answered at once, 300 flooding
+connections asked again as fast as the event loop answered (~4,000 requests a second, the
+loop busy all the time) and the real scraper's cached verdict waited its turn behind them
+(p99 ~300 ms); held, a connection gets at most one refusal a second and the loop is idle.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 CACHE_SIZE = 1024
 MAX_WAIT_S = 1.0  # a check that would wait longer for the bcrypt thread is refused (503)
+REFUSE_AFTER_S = MAX_WAIT_S  # when a refusal is sent, on average: as late as a check may be
 # bcrypt of "fakepassword" (cost 10): what an unknown user's password is checked against.
 _DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 
@@ -116,10 +122,12 @@ class BcryptQueue:
     """The checks the cache cannot answer, one at a time on a thread of their own (bcrypt is
     CPU on purpose), with a bounded wait.  Used from the event loop only."""
 
-    def __init__(self, max_wait_s: float = MAX_WAIT_S) -> None:
+    def __init__(self, max_wait_s: float = MAX_WAIT_S,
+                 refuse_after_s: float = REFUSE_AFTER_S) -> None:
         self.max_wait_s = max_wait_s
+        self.refuse_after_s = refuse_after_s
         self.waiting = 0  # checks submitted and not yet done
-        self.refused = 0
+        self.refused = 0  # counted when refused, answered about ``refuse_after_s`` later
         self._cost_s = 0.05  # a bcrypt check's duration, smoothed (cost 10 on a desktop)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="crankshaft-auth")
 
@@ -128,9 +136,15 @@ class BcryptQueue:
         return self.waiting == 0 or self.waiting * self._cost_s <= self.max_wait_s
 
     async def verify(self, auth: BasicAuth, header: str | None) -> bool | None:
-        """The verdict; None (counted in ``refused``) if the queue is full."""
+        """The verdict; None (counted in ``refused``) ~``refuse_after_s`` later if the queue
+        is full.  The wait costs the loop nothing, and a client's next request must wait
+        for this answer: a refusal is no cheaper to ask for than a check."""
         if not self.has_room():
             self.refused += 1
+            # Spread over half to one and a half times: refusals made together (a flood
+            # answered together comes back together) would otherwise be answered together
+            # each time, 300 answers in one pass of the loop holding up a scrape ~100 ms.
+            await asyncio.sleep(self.refuse_after_s * random.uniform(0.5, 1.5))
             return None
         self.waiting += 1
         try:

@@ -11,6 +11,7 @@ MODULES = [
     "tests.bench.bench_scrape_cpu",
     "tests.bench.bench_slow_clients",
     "tests.bench.bench_hostile",
+    "tests.bench.bench_auth_flood",
     "tests.bench.bench_history",
     "tests.bench.bench_fleet",
 ]

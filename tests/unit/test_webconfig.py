@@ -302,7 +302,7 @@ def test_a_cache_of_only_good_credentials_still_makes_room(
     assert auth.cached(basic("u11", "pw")) is True  # the newest stays
 
 
-def test_the_bcrypt_queue_refuses_what_would_wait_too_long() -> None:
+def test_the_bcrypt_queue_refuses_what_would_wait_too_long_and_holds_the_refusal() -> None:
     import asyncio
     import threading
 
@@ -313,18 +313,30 @@ def test_the_bcrypt_queue_refuses_what_would_wait_too_long() -> None:
             release.wait(20)
             return False
 
-    async def flood() -> tuple[list[bool | None], int]:
-        queue = BcryptQueue(max_wait_s=0.2)
+    async def flood(refuse_after_s: float) -> tuple[list[bool | None], int, int]:
+        queue = BcryptQueue(max_wait_s=0.2, refuse_after_s=refuse_after_s)
         queue._cost_s = 0.1  # two checks' worth of waiting
         tasks = [asyncio.ensure_future(queue.verify(SlowAuth(), "x"))  # type: ignore[arg-type]
                  for _ in range(10)]
         await asyncio.sleep(0)  # every task has asked for its place
         refused_before_any_ran = queue.refused
         release.set()
-        results = await asyncio.gather(*tasks)
+        checked = await asyncio.gather(*tasks[:3])  # 3 waiting (0.3 s > 0.2 s refuses the 4th)
+        held = sum(not t.done() for t in tasks[3:])
+        if refuse_after_s > 60:  # an hour: still held when the checks are done
+            for t in tasks[3:]:
+                t.cancel()
+            await asyncio.gather(*tasks[3:], return_exceptions=True)
+            results = list(checked)
+        else:
+            results = list(checked) + list(await asyncio.gather(*tasks[3:]))
         queue.shutdown()
-        return results, refused_before_any_ran
+        return results, refused_before_any_ran, held
 
-    results, refused = asyncio.run(flood())
-    assert results.count(None) == refused == 7  # 3 waiting (0.3 s > 0.2 s refuses the 4th)
-    assert results.count(False) == 3
+    results, refused, _ = asyncio.run(flood(0.0))
+    assert results == [False] * 3 + [None] * 7 and refused == 7
+    # A refusal is not answered at once: a flooding client may not ask again sooner than
+    # a check would have answered it (answered at once, 300 connections kept the loop busy).
+    release.clear()
+    results, refused, held = asyncio.run(flood(3600.0))
+    assert results == [False] * 3 and refused == 7 and held == 7
