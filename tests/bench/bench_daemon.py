@@ -144,18 +144,27 @@ def per_scrape_cpu(endpoints: int) -> float:
         return scrape_cpu(proc.pid, port, "/metrics")
 
 
-def node_exporter_scrape_cpu() -> float | None:
+@contextmanager
+def node_exporter() -> Iterator[tuple[subprocess.Popen, int] | None]:
+    """Debian's node_exporter on a free loopback port (None where it is not installed)."""
     node = shutil.which("prometheus-node-exporter")
     if node is None:
-        return None
+        yield None
+        return
     port = free_port()
     proc = subprocess.Popen([node, f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port, proc)
-        return scrape_cpu(proc.pid, port, "/metrics", scrapes=100)
+        yield proc, port
     finally:
         _stop(proc)
+
+
+def node_exporter_scrape_cpu() -> float | None:
+    with node_exporter() as node:
+        return None if node is None else scrape_cpu(node[0].pid, node[1], "/metrics",
+                                                    scrapes=100)
 
 
 def full_history_rss() -> float:

@@ -7,26 +7,25 @@ the CPU caches cold and pays for the threads waking up, which is what a scrape r
 costs.  CPU is read from /proc/PID/task/*/schedstat (nanoseconds, every thread) over
 windows of scrapes, minus the same daemon's CPU over an idle window of the same length in
 the same round (its collector and its one-second web-config watch run in both).  Beside it:
-the same server's ``/healthz`` (what any request costs it), and node_exporter's landing
-page and ``/metrics`` paced the same way (the anchor, a Go net/http server).
+the same with gzip as Prometheus asks for it, the same server's ``/healthz`` (what any
+request costs it), and node_exporter's landing page and ``/metrics`` paced the same way
+(the anchor, a Go net/http server).
 """
 
 from __future__ import annotations
 
 import glob
 import http.client
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
-from tests.bench.bench_daemon import PROMETHEUS_ACCEPT, _push_endpoints, daemon
-from tests.bench.bench_http import _stop, _wait_port
+from tests.bench.bench_daemon import PROMETHEUS_ACCEPT, _push_endpoints, daemon, node_exporter
 from tests.bench.harness import table
-from tests.prometheus_server import free_port
 
 PER_WINDOW = 20  # requests, one a second
+# What Prometheus sends besides its Accept header: it asks for gzip.
+PROMETHEUS_HEADERS = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
 ROUNDS = 3
 
 
@@ -53,14 +52,15 @@ def _window(pid: int, request: Callable[[], None] | None) -> tuple[int, float]:
     return cpu_ns(pid) - start_cpu, time.monotonic() - start
 
 
-def paced_cpu(pid: int, port: int, paths: dict[str, tuple[str, str]]) -> dict[str, float]:
+def paced_cpu(pid: int, port: int,
+              paths: dict[str, tuple[str, dict[str, str]]]) -> dict[str, float]:
     """Median over ROUNDS of the CPU seconds per request of each ``paths`` entry (name ->
-    (path, Accept)), each round's idle window subtracted."""
+    (path, headers)), each round's idle window subtracted."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
 
-    def requester(path: str, accept: str) -> Callable[[], None]:
+    def requester(path: str, headers: dict[str, str]) -> Callable[[], None]:
         def request() -> None:
-            conn.request("GET", path, headers={"Accept": accept})
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             response.read()
             assert response.status == 200, (path, response.status)
@@ -98,26 +98,20 @@ def exporter_costs() -> dict[str, float]:
         _push_endpoints(port, 10)
         _wait_healthy(port)
         return paced_cpu(proc.pid, port, {
-            "metrics": ("/metrics", PROMETHEUS_ACCEPT),
-            "healthz": ("/healthz", "*/*"),
+            "metrics": ("/metrics", {"Accept": PROMETHEUS_ACCEPT}),
+            "metrics gzip": ("/metrics", PROMETHEUS_HEADERS),
+            "healthz": ("/healthz", {"Accept": "*/*"}),
         })
 
 
 def node_exporter_costs() -> dict[str, float] | None:
-    node = shutil.which("prometheus-node-exporter")
-    if node is None:
-        return None
-    port = free_port()
-    proc = subprocess.Popen([node, f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port, proc)
-        return paced_cpu(proc.pid, port, {
-            "landing": ("/", "*/*"),
-            "metrics": ("/metrics", PROMETHEUS_ACCEPT),
+    with node_exporter() as node:
+        if node is None:
+            return None
+        return paced_cpu(node[0].pid, node[1], {
+            "landing": ("/", {"Accept": "*/*"}),
+            "metrics": ("/metrics", PROMETHEUS_HEADERS),
         })
-    finally:
-        _stop(proc)
 
 
 def main() -> None:
@@ -134,8 +128,10 @@ def main() -> None:
     rows = [
         row("crankshaft-exporter: GET /metrics, Prometheus' Accept header, 10 endpoints",
             ours["metrics"], "≤ 1.0 ms"),
+        row("crankshaft-exporter: the same with Accept-Encoding: gzip, as Prometheus sends",
+            ours["metrics gzip"]),
         row("crankshaft-exporter: GET /healthz", ours["healthz"]),
-        row("node_exporter: GET /metrics (its own ~1,000 series)",
+        row("node_exporter: GET /metrics, gzip (its own ~1,000 series)",
             node["metrics"] if node else None),
         row("anchor: node_exporter: GET / (its landing page)", anchor),
     ]
