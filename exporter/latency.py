@@ -115,7 +115,8 @@ _serials = itertools.count(1)
 
 
 class _Endpoint:
-    __slots__ = ("buckets", "count", "last_ms", "serial", "sorted_cache", "sum_ms", "window")
+    __slots__ = ("buckets", "count", "histogram", "last_ms", "serial", "sorted_cache", "sum_ms",
+                 "window")
 
     def __init__(self, window_size: int, n_buckets: int) -> None:
         self.serial = next(_serials)  # a re-admitted endpoint is a new one
@@ -125,6 +126,9 @@ class _Endpoint:
         self.sum_ms = 0.0
         self.sorted_cache: list[float] | None = None
         self.last_ms = 0.0  # when it was last observed
+        # The last snapshot handed out: still this endpoint's while its count is the same
+        # (every observation adds to it), so scrapes between observations share one object.
+        self.histogram: HistogramSnapshot | None = None
 
 
 def validate_latency(endpoint: object, latency_ms: object) -> tuple[str, float]:
@@ -265,14 +269,18 @@ class LatencyTracker:
 
     def histograms(self) -> dict[str, HistogramSnapshot]:
         out = {}
+        bounds = self.bounds_seconds
         for name, ep in self._endpoints.items():
-            out[name] = HistogramSnapshot(
-                self.bounds_seconds,
-                tuple(accumulate(ep.buckets)),
-                ep.count,
-                ep.sum_ms / 1000.0,
-                ep.serial,
-            )
+            hist = ep.histogram
+            if hist is None or hist.count != ep.count or hist.bounds_seconds is not bounds:
+                hist = ep.histogram = HistogramSnapshot(
+                    bounds,
+                    tuple(accumulate(ep.buckets)),
+                    ep.count,
+                    ep.sum_ms / 1000.0,
+                    ep.serial,
+                )
+            out[name] = hist
         return out
 
     def export_state(self) -> LatencyState:

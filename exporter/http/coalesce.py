@@ -21,7 +21,9 @@ class _Flight(Generic[T]):
     def __init__(self) -> None:
         self.followers = 0
         self.retry = False  # the leader gave up without a result: followers compute
-        self.done = threading.Event()
+        # Made by the first follower (under the coalescer's lock): a render nobody joins,
+        # the usual case, allocates no Event.
+        self.done: threading.Event | None = None
         self.result: T | None = None
         self.error: BaseException | None = None
 
@@ -45,7 +47,10 @@ class Coalescer(Generic[T]):
                     flight = self._flight = _Flight()
                     break
                 flight.followers += 1
-            flight.done.wait()
+                if flight.done is None:
+                    flight.done = threading.Event()
+                done = flight.done
+            done.wait()
             if flight.retry:  # its leader would not wait: this caller may, and computes
                 continue
             if flight.error is not None:
@@ -78,5 +83,7 @@ class Coalescer(Generic[T]):
         finally:
             with self._lock:
                 self._flight = None
-            flight.done.set()
+                done = flight.done
+            if done is not None:
+                done.set()
         return flight.result
