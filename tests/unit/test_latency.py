@@ -324,3 +324,23 @@ def test_observe_many_beyond_the_endpoint_cap_is_dropped_and_counted() -> None:
     assert tracker.observe_many("/b", [3.0, 4.0, 5.0]) == 3
     assert tracker.dropped_observations == 3
     assert tracker.endpoints() == ["/a"]
+
+
+def test_a_histogram_snapshot_is_shared_until_its_endpoint_sees_traffic() -> None:
+    """Scrapes between observations get the same object (cheap to compare); any
+    observation, one or a batch, makes a new one with the new counts."""
+    t = LatencyTracker()
+    t.observe("/a", 3.0)
+    t.observe("/b", 3.0)
+    first = t.histograms()
+    again = t.histograms()
+    assert again["/a"] is first["/a"] and again["/b"] is first["/b"]
+    t.observe("/a", 700.0)
+    t.observe_many("/b", [1.0, 2.0])
+    later = t.histograms()
+    assert later["/a"] is not first["/a"] and later["/b"] is not first["/b"]
+    assert (later["/a"].count, later["/a"].sum_seconds) == (2, 0.703)
+    assert later["/a"].cumulative_counts[-1] == 2
+    assert later["/a"].cumulative_counts[DEFAULT_BUCKETS_SECONDS.index(0.5)] == 1
+    assert (later["/b"].count, later["/b"].cumulative_counts[0]) == (3, 3)
+    assert first["/a"].count == 1  # what was handed out before is never changed
