@@ -185,7 +185,7 @@ class FastRenderer:
     collections a scrape usually finds the same snapshot (the same values, histograms,
     alerts and status), and then only the ``extra`` families (the process_* that change at
     every scrape) are made anew: at one scrape a second and the default 1 m interval, that
-    halves the CPU a scrape costs the daemon (tests/bench/bench_daemon.py).  Equal
+    was half of what a scrape cost the daemon (tests/bench/bench_scrape_cpu.py).  Equal
     snapshots render to equal text: the one pair of floats that compare equal but print
     differently, 0.0 and -0.0, can only swap at a collection or an ingest, and each of those
     also moves a counter in the snapshot (collections, a histogram's count).

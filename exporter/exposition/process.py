@@ -1,11 +1,11 @@
 """The exporter's own process_* families: prometheus_client's ProcessCollector, with the
-system calls a scrape pays cut to the one file that changes.
+system calls a scrape pays cut to one read and one directory listing.
 
 At every scrape the library opens /proc/self/stat and /proc/self/limits and lists
 /proc/self/fd.  Measured in the running daemon at one scrape a second, that was the
 largest part of rendering a scrape whose other families were unchanged (~0.2 ms of CPU on
-cold caches; tests/bench/bench_daemon.py).  Here /proc/self/stat is read with one
-``os.read`` on a descriptor kept open (procfs produces fresh contents at each read from
+cold caches; tests/bench/bench_scrape_cpu.py).  Here /proc/self/stat is read with one
+``os.pread`` on a descriptor kept open (procfs makes its contents afresh at each read from
 offset 0), the file limit comes from ``getrlimit`` (the "Max open files" soft limit the
 limits file shows), and the start time, which never changes, is the library's own.
 
