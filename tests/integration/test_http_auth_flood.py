@@ -110,6 +110,9 @@ def test_rate_limit_answers_429_once_the_burst_is_spent(daemon_factory, tmp_path
 class HelloApp:
     settings = HttpSettings()
 
+    def answer_now(self, request: Request) -> None:
+        return None  # every request goes to a handler thread, as in the server's own App
+
     def handle(self, request: Request) -> Response:
         return Response(200, b"hello\n", "text/plain")
 
