@@ -15,6 +15,8 @@ from typing import Any
 
 import psutil
 
+from exporter.sources.readers.psutil_processes import PsutilProcesses
+
 #: one process's readings: series key -> value, None where it may not be read
 Detail = dict[str, float | None]
 _KEYS = (
@@ -27,20 +29,15 @@ _KEYS = (
 )
 
 
-class PsutilDetailReader:
+class PsutilDetailReader(PsutilProcesses):
     """The portable reader."""
 
     name = "psutil"
 
-    def __init__(self) -> None:
-        self._procs: dict[int, psutil.Process] = {}
-
     def read(self, pid: int) -> Detail | None:
         """The process's detail; None if it is gone."""
-        proc = self._procs.get(pid)
         try:
-            if proc is None:
-                proc = self._procs[pid] = psutil.Process(pid)
+            proc = self.process(pid)
             with proc.oneshot():
                 out: Detail = {"process_threads": proc.num_threads()}
                 switches = proc.num_ctx_switches()
@@ -49,20 +46,13 @@ class PsutilDetailReader:
                 out["process_open_fds"] = _optional(proc, "num_fds")
                 io = _optional(proc, "io_counters")
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            self._procs.pop(pid, None)
+            self.drop(pid)
             return None
         except (psutil.Error, OSError):
             return dict.fromkeys(_KEYS)
         out["process_read_bytes"] = None if io is None else io.read_bytes
         out["process_written_bytes"] = None if io is None else io.write_bytes
         return out
-
-    def forget(self, pids: set[int]) -> None:
-        for pid in pids:
-            self._procs.pop(pid, None)
-
-    def close(self) -> None:
-        self._procs.clear()
 
 
 _STATUS_FIELDS = re.compile(

@@ -18,43 +18,33 @@ import time
 
 import psutil
 
+from exporter.sources.readers.psutil_processes import PsutilProcesses
+
 log = logging.getLogger(__name__)
 
 #: one process: (identity start time, CPU seconds, RSS bytes)
 Reading = tuple[float, float, int]
 
 
-class PsutilReader:
+class PsutilReader(PsutilProcesses):
     """The portable reader: psutil's ``memory_info`` and ``cpu_times``."""
 
     name = "psutil"
-
-    def __init__(self) -> None:
-        self._procs: dict[int, psutil.Process] = {}
 
     @staticmethod
     def clock() -> float:
         return time.time()  # create_time() is on the epoch clock
 
     def read(self, pid: int) -> Reading | None:
-        proc = self._procs.get(pid)
         try:
-            if proc is None:
-                proc = self._procs[pid] = psutil.Process(pid)
+            proc = self.process(pid)
             with proc.oneshot():
                 times = proc.cpu_times()
                 rss = proc.memory_info().rss
             return proc.create_time(), times.user + times.system, rss
         except (psutil.Error, OSError):  # gone, or not ours to read
-            self._procs.pop(pid, None)
+            self.drop(pid)
             return None
-
-    def forget(self, pids: set[int]) -> None:
-        for pid in pids:
-            self._procs.pop(pid, None)
-
-    def close(self) -> None:
-        self._procs.clear()
 
 
 class ProcStatReader:
