@@ -209,17 +209,11 @@ class App:
         progress, no status provider that may wait on I/O); None sends the request to a
         handler thread.  At one scrape a second the hop to a thread and back, each side
         waking on cold caches, was a tenth of a scrape's CPU (tests/bench/bench_scrape_cpu.py)."""
-        if request.method not in ("GET", "HEAD") or request.query:
+        if (request.method not in ("GET", "HEAD") or request.query
+                or request.path not in ("/metrics", "/metrics/prometheus")):
             return None
-        accept = request.headers.get("accept")
-        if request.path == "/metrics/prometheus":
-            openmetrics = choose(accept, [TEXT, OPENMETRICS]) == OPENMETRICS
-        elif request.path == "/metrics":
-            chosen = choose(accept, [JSON, OPENMETRICS, TEXT])
-            if chosen == JSON:
-                return None
-            openmetrics = chosen == OPENMETRICS
-        else:
+        openmetrics = self._exposition_format(request)
+        if openmetrics is None:
             return None
         try:
             body = self._render[openmetrics].now(
@@ -250,16 +244,25 @@ class App:
     def metrics(self, request: Request) -> Response:
         """JSON for people and dashboards; exposition for a Prometheus on the default path."""
         query = parse_qs(request.query)
-        chosen = choose(request.headers.get("accept"), [JSON, OPENMETRICS, TEXT])
-        if chosen != JSON:
-            return self._exposition(chosen == OPENMETRICS)
+        openmetrics = self._exposition_format(request)
+        if openmetrics is not None:
+            return self._exposition(openmetrics)
         response = Response(200, self.endpoint.render_metrics_json(_last_n(query)))
         response.headers["Vary"] = "Accept, Accept-Encoding"
         return response
 
     def prometheus(self, request: Request) -> Response:
-        chosen = choose(request.headers.get("accept"), [TEXT, OPENMETRICS])
-        return self._exposition(chosen == OPENMETRICS)
+        return self._exposition(self._exposition_format(request) is True)
+
+    @staticmethod
+    def _exposition_format(request: Request) -> bool | None:
+        """OpenMetrics (True) or text (False) as the client prefers; None where
+        ``GET /metrics`` is asked for its JSON document."""
+        accept = request.headers.get("accept")
+        if request.path == "/metrics/prometheus":
+            return choose(accept, [TEXT, OPENMETRICS]) == OPENMETRICS
+        chosen = choose(accept, [JSON, OPENMETRICS, TEXT])
+        return None if chosen == JSON else chosen == OPENMETRICS
 
     def _exposition(self, openmetrics: bool) -> Response:
         return self._exposition_response(self._render[openmetrics](), openmetrics)
