@@ -334,6 +334,19 @@ class Container:
                 result[key] = value
         return result
 
+    def wait_active(self, unit: str, props: tuple[str, ...], timeout: float) -> dict[str, str]:
+        """``props`` of ``unit`` (ActiveState and SubState among them) once it is active
+        (running); an AssertionError with its journal's tail if it failed meanwhile."""
+        def probe() -> dict[str, str] | None:
+            s = self.show(unit, *props)
+            if s["ActiveState"] == "failed":
+                log = self.run("journalctl", "-u", unit, "--no-pager", "-n", "40",
+                               check=False).stdout
+                raise AssertionError(f"{unit} failed: {s}\n{log}")
+            return s if s["ActiveState"] == "active" and s["SubState"] == "running" else None
+
+        return poll(probe, timeout, f"{unit} to be active (running)")
+
     def journal(self, unit: str) -> list[dict[str, str]]:
         out = self.run("journalctl", "-u", unit, "-o", "json", "--no-pager").stdout
         entries = []

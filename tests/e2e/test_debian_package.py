@@ -98,19 +98,15 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
             print("\n[debian package] observed:", json.dumps(OBSERVED, indent=1))
 
 
+UNIT_PROPS = ("ActiveState", "SubState", "MainPID", "UnitFileState", "StatusText")
+
+
 def state(c: Container) -> dict[str, str]:
-    return c.show(UNIT, "ActiveState", "SubState", "MainPID", "UnitFileState", "StatusText")
+    return c.show(UNIT, *UNIT_PROPS)
 
 
 def wait_active(c: Container) -> dict[str, str]:
-    def probe() -> dict[str, str] | None:
-        s = state(c)
-        if s["ActiveState"] == "failed":
-            log = c.run("journalctl", "-u", UNIT, "--no-pager", "-n", "30", check=False).stdout
-            raise AssertionError(f"{UNIT} failed: {s}\n{log}")
-        return s if s["ActiveState"] == "active" and s["SubState"] == "running" else None
-
-    return poll(probe, 60, f"{UNIT} active (running)")
+    return c.wait_active(UNIT, UNIT_PROPS, 60)
 
 
 def scrape(c: Container, accept: str | None = None, path: str = "/metrics") -> tuple[str, str]:

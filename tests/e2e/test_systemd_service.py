@@ -151,18 +151,15 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
 # --- helpers --------------------------------------------------------------------------------------
 
 
+UNIT_PROPS = ("ActiveState", "SubState", "Result", "MainPID", "NRestarts", "StatusText")
+
+
 def state(c: Container) -> dict[str, str]:
-    return c.show(UNIT, "ActiveState", "SubState", "Result", "MainPID", "NRestarts", "StatusText")
+    return c.show(UNIT, *UNIT_PROPS)
 
 
 def wait_active(c: Container, timeout: float = 45) -> dict[str, str]:
-    def probe() -> dict[str, str] | None:
-        s = state(c)
-        if s["ActiveState"] == "failed":
-            raise AssertionError(f"{UNIT} failed: {s}\n{journal_text(c)}")
-        return s if s["ActiveState"] == "active" and s["SubState"] == "running" else None
-
-    return poll(probe, timeout, f"{UNIT} to be active (running)")
+    return c.wait_active(UNIT, UNIT_PROPS, timeout)
 
 
 def ensure_running(c: Container) -> dict[str, str]:
