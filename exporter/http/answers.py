@@ -1,4 +1,4 @@
-"""Answering: a response as one buffer of bytes, and the ways a connection ends after it.
+"""Answering: a response as one buffer of bytes, and what is left of it to send.
 
 One write per response: a head and body written apart would meet the client's delayed ACK
 and stall each keep-alive request by ~40 ms.
@@ -10,11 +10,9 @@ import asyncio
 import contextlib
 import fcntl
 import socket
-import ssl
 import struct
 import termios
 import time
-from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -22,10 +20,6 @@ from exporter import __version__
 from exporter.http.app import Response, error_response
 
 SERVER = f"crankshaft-exporter/{__version__}".encode()
-LINGER_S = 2.0  # after an error answer, unread input is drained this long before closing
-LINGER_BYTES = 1 << 20
-WRITE_CHUNK = 64 * 1024
-DELIVERY_POLL_S = 0.05
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -96,13 +90,9 @@ class Answers:
         return self._cached_408[1]
 
 
-def reset(writer: asyncio.StreamWriter) -> None:
+def reset_transport(transport: asyncio.BaseTransport) -> None:
     """Close with a reset, now: unsent data is dropped (nobody waits for a client that does
     not read) and the client cannot take a truncated body for a complete one."""
-    reset_transport(writer.transport)
-
-
-def reset_transport(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -110,103 +100,23 @@ def reset_transport(transport: asyncio.BaseTransport) -> None:
     transport.abort()  # type: ignore[attr-defined]
 
 
-def buffered_bytes(writer: asyncio.StreamWriter,
-                   raw: asyncio.BaseTransport | None = None) -> int:
-    """Bytes of answers waiting in this process: in the writer's transport and, over TLS,
-    in the TCP transport under it (``raw``), which holds what the kernel did not take."""
-    pending = writer.transport.get_write_buffer_size()
-    if raw is not None and raw is not writer.transport:
-        pending += raw.get_write_buffer_size()  # type: ignore[attr-defined]
+def buffered_bytes(transport: asyncio.WriteTransport, raw: asyncio.WriteTransport) -> int:
+    """Bytes of answers waiting in this process: in the connection's transport and, over
+    TLS, in the TCP transport under it (``raw``), which holds what the kernel did not take."""
+    pending = transport.get_write_buffer_size()
+    if raw is not transport:
+        pending += raw.get_write_buffer_size()
     return pending
 
 
-def unsent_bytes(writer: asyncio.StreamWriter, raw: asyncio.BaseTransport | None = None) -> int:
+def unsent_bytes(transport: asyncio.WriteTransport, raw: asyncio.WriteTransport) -> int:
     """Bytes of answers the client has not taken: in this process (:func:`buffered_bytes`),
     and in the kernel's send queue not yet acknowledged (SIOCOUTQ; a client that reads
     nothing leaves them there, up to megabytes of kernel memory a connection)."""
-    pending = buffered_bytes(writer, raw)
-    sock = writer.get_extra_info("socket")
+    pending = buffered_bytes(transport, raw)
+    sock = raw.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError, ValueError):
             queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
             pending += struct.unpack("i", queued)[0]
     return pending
-
-
-async def await_delivery(writer: asyncio.StreamWriter, timeout_s: float,
-                         raw: asyncio.BaseTransport | None = None) -> bool:
-    """Wait until the client has taken everything written; reset it if it has not within
-    ``timeout_s``.  Looks every 50 ms, only while something is still unsent."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while unsent_bytes(writer, raw) > 0:
-        if loop.time() >= deadline or writer.transport.is_closing():
-            reset(writer)
-            return False
-        await asyncio.sleep(DELIVERY_POLL_S)
-    return True
-
-
-async def write_answer(writer: asyncio.StreamWriter, data: bytes, timeout_s: float,
-                       raw: asyncio.BaseTransport | None,
-                       holding: Callable[[int], None]) -> bool:
-    """Write an answer; ``holding(n)`` is told the bytes of it still waiting in this
-    process.  Over plain TCP, and up to WRITE_CHUNK over TLS, it goes in one write (what
-    the kernel does not take waits in the transport, counted).  A larger answer over TLS
-    goes a piece at a time as the client takes them: OpenSSL's output buffer keeps the
-    largest size it ever held, for the life of the connection.  A client that takes
-    nothing for ``timeout_s`` is reset; False if it was."""
-    tls = raw is not None and raw is not writer.transport
-    if len(data) <= WRITE_CHUNK or not tls:
-        writer.write(data)
-        holding(buffered_bytes(writer, raw))
-        return await drain_or_reset(writer, timeout_s, raw)
-    for start in range(0, len(data), WRITE_CHUNK):
-        writer.write(data[start:start + WRITE_CHUNK])
-        holding(len(data) - start - WRITE_CHUNK + buffered_bytes(writer, raw))
-        try:
-            async with asyncio.timeout(timeout_s):
-                await writer.drain()
-        except (TimeoutError, OSError):
-            reset(writer)
-            return False
-    holding(buffered_bytes(writer, raw))
-    return await drain_or_reset(writer, timeout_s, raw)
-
-
-async def drain_or_reset(writer: asyncio.StreamWriter, timeout_s: float,
-                         raw: asyncio.BaseTransport | None = None) -> bool:
-    """Wait until the kernel has taken what was written; a client that does not read it
-    within ``timeout_s`` is reset (a graceful close would wait for it, forever).  False if
-    the connection is gone."""
-    if buffered_bytes(writer, raw) == 0:
-        return True
-    try:
-        async with asyncio.timeout(timeout_s):
-            await writer.drain()
-    except (TimeoutError, OSError):
-        reset(writer)
-        return False
-    return True
-
-
-async def linger(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
-                 unread_input: bool) -> None:
-    """End a connection whose last answer is written.  Closing with unread input makes the
-    kernel send a reset, which can destroy the answer before the client reads it: so
-    half-close, then read and drop what the client still sends for a moment.  Over TLS
-    there is no half-close; a client that sent nothing more is closed at once (the close
-    sends close_notify, which it reads as the end), else its input is drained first."""
-    if writer.can_write_eof():
-        with contextlib.suppress(OSError, RuntimeError):
-            writer.write_eof()
-    elif not unread_input and not reader._buffer and not reader.at_eof():  # type: ignore[attr-defined]
-        return
-    drained = 0
-    with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
-        async with asyncio.timeout(LINGER_S):
-            while drained < LINGER_BYTES:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                drained += len(chunk)

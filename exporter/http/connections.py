@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +19,20 @@ log = logging.getLogger(__name__)
 class Conn:
     """One client connection and the state eviction looks at."""
 
-    __slots__ = ("has_input", "peer", "phase", "raw", "since", "task", "transport")
+    __slots__ = ("peer", "phase", "raw", "since", "task", "transport")
     IDLE, READING, BUSY = "idle", "reading", "busy"
 
-    def __init__(self, transport: asyncio.WriteTransport, peer: str,
-                 has_input: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, transport: asyncio.Transport, peer: str) -> None:
         self.transport = transport  # over TLS, once set up, the TLS transport
         self.raw = transport  # the TCP transport under it
         self.peer = peer
-        # Bytes (or the end) wait unread: the request has arrived, the loop has not read it.
-        self.has_input = has_input
         self.phase = Conn.IDLE
         self.since = time.monotonic()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # a coroutine the connection waits on
+
+    def has_input(self) -> bool:
+        """Bytes (or the end) wait unread: the request has arrived, nobody has read it."""
+        return False
 
 
 class ConnectionTable:

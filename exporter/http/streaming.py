@@ -7,8 +7,8 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
+from typing import Protocol
 
-from exporter.http.answers import reset
 from exporter.http.app import MAX_STREAMS, Response
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,19 @@ STREAM_BATCH_BYTES = 64 * 1024
 STREAM_THREADS = MAX_STREAMS
 
 
-async def send_stream(writer: asyncio.StreamWriter, response: Response, chunked: bool,
-                      timeout_s: float, pool: Executor) -> bool:
+class Sink(Protocol):
+    """Where a stream goes: a connection (connection.py)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None:
+        """Return once the client has taken enough; raise OSError if it is gone."""
+
+    def reset(self) -> None: ...
+
+
+async def send_stream(sink: Sink, response: Response, chunked: bool, timeout_s: float,
+                      pool: Executor) -> bool:
     """The body in batches made on ``pool``, each written once the client has taken the
     one before.  A piece that fails to render, or a client that takes nothing for
     ``timeout_s``, resets the connection: the client sees a broken body (no last chunk, or
@@ -37,17 +48,17 @@ async def send_stream(writer: asyncio.StreamWriter, response: Response, chunked:
                 batch = await asyncio.wrap_future(pending)
             except Exception:
                 log.exception("rendering a streamed response failed")
-                reset(writer)
+                sink.reset()
                 return False
             pending = None
             if batch is None:
                 break
-            writer.write(b"%x\r\n%s\r\n" % (len(batch), batch) if chunked else batch)
+            sink.write(b"%x\r\n%s\r\n" % (len(batch), batch) if chunked else batch)
             try:
                 async with asyncio.timeout(timeout_s):
-                    await writer.drain()
+                    await sink.drain()
             except (TimeoutError, OSError):
-                reset(writer)
+                sink.reset()
                 return False
     finally:
         if pending is not None and not pending.done():
@@ -57,7 +68,7 @@ async def send_stream(writer: asyncio.StreamWriter, response: Response, chunked:
         else:
             close_stream(response)
     if chunked:
-        writer.write(b"0\r\n\r\n")
+        sink.write(b"0\r\n\r\n")
     return True
 
 

@@ -36,7 +36,7 @@ def use_lean_ssl_buffers() -> None:
         sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
 
 
-async def client_hello(writer: asyncio.StreamWriter, deadline: float,
+async def client_hello(transport: asyncio.Transport, deadline: float,
                        handshake_s: float) -> float | None:
     """Wait, reading nothing, until the client's first TLS record (its ClientHello) is
     here whole, or other bytes or the end came; its first byte by ``deadline``, the rest
@@ -47,8 +47,8 @@ async def client_hello(writer: asyncio.StreamWriter, deadline: float,
     descriptor is watched (asyncio lets no one else watch the transport's own), and while
     part of the ClientHello is here the socket's SO_RCVLOWAT makes it readable only once
     all of it is."""
-    raw = writer.get_extra_info("socket")
-    writer.transport.pause_reading()  # type: ignore[attr-defined]
+    raw = transport.get_extra_info("socket")
+    transport.pause_reading()
     loop = asyncio.get_running_loop()
     watch = socket.socket(fileno=os.dup(raw.fileno()))
     try:
@@ -94,25 +94,30 @@ def _peek(sock: socket.socket, n: int) -> bytes:
         return b""  # a reset: the TLS layer will say so
 
 
-async def handshake(writer: asyncio.StreamWriter, web: WebState, peer: str,
-                    deadline: float) -> bool:
-    """The handshake (by ``deadline``) and exporter-toolkit's client_allowed_sans."""
+async def handshake(transport: asyncio.Transport, protocol: asyncio.BaseProtocol,
+                    web: WebState, peer: str, deadline: float) -> asyncio.Transport | None:
+    """The handshake (by ``deadline``) and exporter-toolkit's client_allowed_sans: the TLS
+    transport that now carries ``protocol``, or None (the TCP connection is closed)."""
     context = web.config.ssl_context
     assert context is not None
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout_at(deadline):
-            await writer.start_tls(context)
+            tls = await loop.start_tls(transport, protocol, context, server_side=True)
     except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as e:
         log.debug("TLS handshake with %s failed: %s", peer, e or type(e).__name__)
-        return False
-    tls = web.config.tls
-    if tls is not None and tls.client_allowed_sans is not None:
-        cert = writer.get_extra_info("peercert") or {}
+        transport.abort()
+        return None
+    assert tls is not None  # start_tls gives None only to a closed loop's caller
+    allowed = web.config.tls.client_allowed_sans if web.config.tls is not None else None
+    if allowed is not None:
+        cert = tls.get_extra_info("peercert") or {}
         sans = {_san(kind, value) for kind, value in cert.get("subjectAltName", ())}
-        if not sans & {_san("", v) for v in tls.client_allowed_sans}:
+        if not sans & {_san("", v) for v in allowed}:
             log.debug("client certificate of %s has none of client_allowed_sans", peer)
-            return False
-    return True
+            tls.close()
+            return None
+    return tls
 
 
 def _san(kind: str, value: str) -> str:

@@ -152,7 +152,8 @@ def test_the_right_password_is_answered_while_the_queue_is_full_and_refusals_are
                            {"basic_auth_users": {"prom": bcrypt_hash("s3cret")}})
     server = serve_app(HelloApp(), WebConfigWatcher(load_web_config(web)))
     # Room for 3 checks (at the 50 ms a check is assumed to cost); refusals held an hour.
-    server._bcrypt = queue = BcryptQueue(max_wait_s=0.1, refuse_after_s=3600)
+    server._bcrypt = server._shared.bcrypt = queue = BcryptQueue(max_wait_s=0.1,
+                                                                 refuse_after_s=3600)
     right = _get(server.port, "s3cret")
     assert _status(right) == 200  # verified once, as a scraper that was there before
     right.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from exporter.http import answers
+from exporter.http import connection
 from exporter.http.app import HttpSettings, Request, Response
 from exporter.http.connections import Conn
 from exporter.http.server import ExporterServer
@@ -84,7 +84,7 @@ def test_tls_connection_close_ends_without_lingering(serve, ca: CA, tmp_path: Pa
     answer is sent.  The linger is made an hour long here: had the server waited for the
     client to close first (as it must on an error with unread input), this client's read
     would time out instead of ending."""
-    monkeypatch.setattr(answers, "LINGER_S", 3600.0)
+    monkeypatch.setattr(connection, "LINGER_S", 3600.0)
     server = serve(tls_watcher(ca, tmp_path))
     ctx = client_context(ca)
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as raw, \
@@ -122,7 +122,7 @@ def test_a_tls_connection_has_no_tls_layer_until_its_client_speaks(serve, ca: CA
 
 def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_path: Path,
                                                             monkeypatch) -> None:
-    from exporter.http import server as server_module
+    from exporter.http import connection as server_module
 
     monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.5)
     HelloApp.settings = HttpSettings(request_timeout_s=3600.0)  # only the handshake's counts
