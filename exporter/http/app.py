@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import threading
 import time
 import zlib
@@ -27,6 +28,7 @@ from exporter.endpoint import MetricsEndpoint
 from exporter.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.history.backfill import check_extra_labels, iter_history
 from exporter.http.coalesce import Coalescer
+from exporter.http.fresh_renders import FreshRenders
 from exporter.http.negotiation import JSON, OPENMETRICS, TEXT, accepts_gzip, choose
 from exporter.http.openapi import render_openapi
 from exporter.ingest import Batch, BatchError, decode_json, gauge_fields, parse_batch
@@ -75,6 +77,9 @@ class Request:
     headers: dict[str, str]  # lower-case names
     client_ip: str
     body: bytes = b""
+    # When the whole request had arrived (time.monotonic()); a render begun after it may
+    # answer it (fresh_renders.py).  Unknown: infinity, always a render of its own.
+    received: float = math.inf
 
 
 @dataclass
@@ -154,6 +159,7 @@ class App:
         self._render = {
             om: Coalescer(functools.partial(endpoint.render_exposition, om)) for om in (False, True)
         }
+        self._documents = FreshRenders()  # the large JSON and CSV documents
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {
             "/metrics": {"GET": self.metrics},
             "/metrics/summary": {"GET": self.summary},
@@ -209,12 +215,10 @@ class App:
         progress, no status provider that may wait on I/O); None sends the request to a
         handler thread.  At one scrape a second the hop to a thread and back, each side
         waking on cold caches, was a tenth of a scrape's CPU (tests/bench/bench_scrape_cpu.py)."""
-        if (request.method not in ("GET", "HEAD") or request.query
-                or request.path not in ("/metrics", "/metrics/prometheus")):
+        if request.query or not self.is_scrape(request):
             return None
         openmetrics = self._exposition_format(request)
-        if openmetrics is None:
-            return None
+        assert openmetrics is not None
         try:
             body = self._render[openmetrics].now(
                 functools.partial(self.endpoint.render_exposition, openmetrics, False),
@@ -224,6 +228,13 @@ class App:
         if body is None:
             return None
         return self._maybe_gzip(request, self._exposition_response(body, openmetrics))
+
+    def is_scrape(self, request: Request) -> bool:
+        """A scrape of the exposition: a Prometheus waits for it with a timeout, so it goes
+        ahead of other work waiting for a handler thread."""
+        return (request.method in ("GET", "HEAD")
+                and request.path in ("/metrics", "/metrics/prometheus")
+                and self._exposition_format(request) is not None)
 
     def _maybe_gzip(self, request: Request, response: Response) -> Response:
         response.headers.setdefault("Vary", "Accept-Encoding")
@@ -247,7 +258,10 @@ class App:
         openmetrics = self._exposition_format(request)
         if openmetrics is not None:
             return self._exposition(openmetrics)
-        response = Response(200, self.endpoint.render_metrics_json(_last_n(query)))
+        last_n = _last_n(query)
+        response = Response(200, self._documents.get(
+            ("json", last_n), request.received,
+            functools.partial(self.endpoint.render_metrics_json, last_n)))
         response.headers["Vary"] = "Accept, Accept-Encoding"
         return response
 
@@ -279,8 +293,10 @@ class App:
         return json_response(self.endpoint.get_alerts())
 
     def csv(self, request: Request) -> Response:
-        text = self.endpoint.export_csv(_last_n(parse_qs(request.query)))
-        return Response(200, text.encode(), CSV_CONTENT_TYPE)
+        last_n = _last_n(parse_qs(request.query))
+        body = self._documents.get(("csv", last_n), request.received,
+                                   lambda: self.endpoint.export_csv(last_n).encode())
+        return Response(200, body, CSV_CONTENT_TYPE)
 
     def history(self, request: Request) -> Response:
         """Every stored sample with its timestamp, for promtool's backfill; ``label=NAME=VALUE``

@@ -37,6 +37,7 @@ import contextlib
 import logging
 import math
 import socket
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -268,6 +269,7 @@ class HttpConnection(Conn, asyncio.Protocol):
                 log.debug("connection from %s ended: the client closed mid-request", self.peer)
                 self.transport.close()
             return
+        parsed.request.received = time.monotonic()
         self._continued = False
         self._deadline = math.inf
         self._state = BUSY
@@ -323,7 +325,8 @@ class HttpConnection(Conn, asyncio.Protocol):
         if response is not None:
             self._send(parsed, response)
             return
-        future = s.handlers.run(s.loop, s.app.handle, parsed.request)
+        request = parsed.request
+        future = s.handlers.run(s.loop, s.app.handle, request, s.app.is_scrape(request))
         future.add_done_callback(partial(self._handled, parsed))
 
     def _handled(self, parsed: Parsed, future: asyncio.Future[Response]) -> None:

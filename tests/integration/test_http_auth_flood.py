@@ -24,6 +24,7 @@ from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from tests.conftest import RunningDaemon
 from tests.helpers import wait_for
+from tests.stand_in_app import StandInApp
 from tests.tlsfiles import basic, bcrypt_hash, write_web_config
 
 FLOODERS = 48
@@ -107,11 +108,8 @@ def test_rate_limit_answers_429_once_the_burst_is_spent(daemon_factory, tmp_path
     assert "rate limit of one request every 3600s (burst 3)" in d.log()
 
 
-class HelloApp:
+class HelloApp(StandInApp):
     settings = HttpSettings()
-
-    def answer_now(self, request: Request) -> None:
-        return None  # every request goes to a handler thread, as in the server's own App
 
     def handle(self, request: Request) -> Response:
         return Response(200, b"hello\n", "text/plain")

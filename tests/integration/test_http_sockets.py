@@ -19,17 +19,15 @@ from exporter.http.server import ExporterServer
 from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
 from tests.helpers import wait_for
+from tests.stand_in_app import StandInApp
 from tests.tlsfiles import CA, client_context, write_web_config
 
 
-class HelloApp:
+class HelloApp(StandInApp):
     settings = HttpSettings()
 
     def handle(self, request: Request) -> Response:
         return Response(200, b"hello\n", "text/plain")
-
-    def answer_now(self, request: Request) -> None:
-        return None  # every request goes to a handler thread, as in the server's own App
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +143,7 @@ def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_p
         HelloApp.settings = HttpSettings()
 
 
-class BigApp:
+class BigApp(StandInApp):
     """A 256 KiB answer: the kernel takes all of it from the server even when the client
     reads nothing, so only the kernel's send queue says it was never taken."""
 
@@ -154,9 +152,6 @@ class BigApp:
 
     def handle(self, request: Request) -> Response:
         return Response(200, b"x" * (256 * 1024), "text/plain")
-
-    def answer_now(self, request: Request) -> None:
-        return None  # every request goes to a handler thread, as in the server's own App
 
 
 def kernel_sockets(port: int) -> list[str]:

@@ -20,9 +20,10 @@ from exporter.endpoint import MetricsEndpoint
 from exporter.http.app import MAX_STREAMS, App, HttpSettings, Request, Response
 from exporter.http.server import ExporterServer
 from tests.helpers import poll
+from tests.stand_in_app import StandInApp
 
 
-class StreamApp:
+class StreamApp(StandInApp):
     """Answers every request with the stream ``make()`` returns."""
 
     def __init__(self, make, settings: HttpSettings | None = None) -> None:
@@ -32,9 +33,6 @@ class StreamApp:
 
     def handle(self, request: Request) -> Response:
         return Response(200, b"", "text/plain", stream=self.make(self), on_close=self.closed.set)
-
-    def answer_now(self, request: Request) -> None:
-        return None  # every request goes to a handler thread, as in the server's own App
 
 
 def read_all(sock: socket.socket) -> tuple[bytes, bool]:

@@ -97,3 +97,30 @@ def test_an_idle_thread_does_not_keep_its_last_answer() -> None:
         assert ref() is None
     finally:
         pool.shutdown()
+
+
+def test_urgent_jobs_go_ahead_of_those_already_waiting() -> None:
+    """A scrape queued behind a crowd's JSON renders is taken first once a thread is free."""
+    pool = HandlerThreads(1, "crankshaft-test")
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def block(_: None) -> None:
+        started.set()
+        release.wait(5)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        busy = pool.run(loop, block, None)
+        assert started.wait(5)
+        waiting = [pool.run(loop, order.append, f"json-{i}") for i in range(3)]
+        scrape = pool.run(loop, order.append, "scrape", urgent=True)
+        assert pool.queued() == 4
+        release.set()
+        await asyncio.gather(busy, scrape, *waiting)
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert order == ["scrape", "json-0", "json-1", "json-2"]
