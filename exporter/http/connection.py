@@ -157,8 +157,9 @@ class HttpConnection(Conn, asyncio.Protocol):
                 log.debug("connection from %s ended: the client closed mid-request", self.peer)
             self.transport.close()
         # Over plain TCP the answer being made is still written, the close is ours; a TLS
-        # transport closes on the client's close_notify whatever this says.
-        return self.transport is self.raw
+        # transport closes on the client's close_notify whatever this says (and warns if
+        # told otherwise).
+        return self._web is not None and self._web.config.ssl_context is None
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -276,6 +277,13 @@ class HttpConnection(Conn, asyncio.Protocol):
         s.table.set_phase(self, Conn.BUSY)
         self.transport.pause_reading()
         self._respond(parsed)
+
+    def _read_pipelined(self) -> None:
+        if self._state == READ:  # unless data_received has read it meanwhile
+            try:
+                self._read()
+            except Exception:
+                self._fail()
 
     # --- answering ------------------------------------------------------------------------------
 
@@ -432,8 +440,10 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._first = False
         s.table.set_phase(self, Conn.IDLE)
         self.transport.resume_reading()
-        if not self._parser.idle:  # pipelined
-            self._read()
+        if not self._parser.idle:
+            # Pipelined: read in the loop's next pass, so that other connections have their
+            # turn and a long pipeline does not recurse.
+            s.loop.call_soon(self._read_pipelined)
             return
         if self._eof:
             self.transport.close()

@@ -18,7 +18,7 @@ from exporter.http.connections import Conn
 from exporter.http.server import ExporterServer
 from exporter.http.webconfig import load_web_config
 from exporter.http.webwatch import WebConfigWatcher
-from tests.helpers import wait_for
+from tests.helpers import read_until_closed, wait_for
 from tests.stand_in_app import StandInApp
 from tests.tlsfiles import CA, client_context, write_web_config
 
@@ -207,3 +207,22 @@ def test_a_client_that_read_its_answer_stays_connected_past_the_deadline() -> No
                 assert server.connection_count() == 1
     finally:
         server.stop()
+
+
+class AnswerNowApp(StandInApp):
+    """Answers every request on the event loop, as the App answers a scrape."""
+
+    def answer_now(self, request: Request) -> Response:
+        return Response(200, b"now\n", "text/plain")
+
+
+def test_a_long_pipeline_answered_on_the_loop_is_answered_in_full(serve_app) -> None:
+    """3,000 requests in one go, each answered at once: each is read in its turn (reading
+    the next from the answer to the one before would recurse past Python's stack limit)."""
+    server = serve_app(AnswerNowApp())
+    count = 3000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        sock.shutdown(socket.SHUT_WR)
+        received = read_until_closed(sock)
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == count
