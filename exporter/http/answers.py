@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import socket
 import struct
-import termios
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -22,6 +21,7 @@ from exporter.http.app import Response, error_response
 SERVER = f"crankshaft-exporter/{__version__}".encode()
 
 Headers = tuple[tuple[str, str], ...]
+SIOCOUTQNSD = 0x894B  # Linux (2.6.39 on): bytes in a socket's send queue not yet sent
 
 
 class _Date:
@@ -111,12 +111,15 @@ def buffered_bytes(transport: asyncio.WriteTransport, raw: asyncio.WriteTranspor
 
 def unsent_bytes(transport: asyncio.WriteTransport, raw: asyncio.WriteTransport) -> int:
     """Bytes of answers the client has not taken: in this process (:func:`buffered_bytes`),
-    and in the kernel's send queue not yet acknowledged (SIOCOUTQ; a client that reads
-    nothing leaves them there, up to megabytes of kernel memory a connection)."""
+    and in the kernel's send queue not yet sent (SIOCOUTQNSD: a client that reads nothing
+    closes its window and leaves them there, up to megabytes of kernel memory a
+    connection).  Bytes sent and not yet acknowledged do not count: a client that reads may
+    delay its ACK by up to 40 ms, and a close waiting for it (the TLS close_notify is the
+    end of a ``Connection: close`` answer) made one TLS scrape in eight 50 ms slower."""
     pending = buffered_bytes(transport, raw)
     sock = raw.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError, ValueError):
-            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            queued = fcntl.ioctl(sock.fileno(), SIOCOUTQNSD, b"\0\0\0\0")
             pending += struct.unpack("i", queued)[0]
     return pending
