@@ -84,8 +84,8 @@ class Shared:
 
 class HttpConnection(Conn, asyncio.Protocol):
     __slots__ = ("_continued", "_deadline", "_delivery_end", "_eof", "_first", "_idle_rest",
-                 "_lingered", "_parser", "_paused", "_request", "_s", "_state", "_timer",
-                 "_timer_at", "_waiter", "_web")
+                 "_lingered", "_parser", "_paused", "_request", "_s", "_state", "_streaming",
+                 "_timer", "_timer_at", "_waiter", "_web")
 
     def __init__(self, shared: Shared) -> None:
         self._s = shared
@@ -104,6 +104,7 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._paused = False  # writing paused: the transport's buffer is over its mark
         self._waiter: asyncio.Future[None] | None = None  # a coroutine's drain()
         self._lingered = 0
+        self._streaming = False
 
     # --- asyncio's callbacks ----------------------------------------------------------------
 
@@ -150,8 +151,12 @@ class HttpConnection(Conn, asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         state = self._state
+        tls = self._web is None or self._web.config.ssl_context is not None
         if state == LINGER:
-            self._deliver()
+            if tls:  # asyncio's TLS layer closes after this returns: look then
+                self._s.loop.call_soon(self._deliver_if_lingering)
+            else:
+                self._deliver()
         elif state == READ:
             if not self._parser.idle:
                 log.debug("connection from %s ended: the client closed mid-request", self.peer)
@@ -159,7 +164,7 @@ class HttpConnection(Conn, asyncio.Protocol):
         # Over plain TCP the answer being made is still written, the close is ours; a TLS
         # transport closes on the client's close_notify whatever this says (and warns if
         # told otherwise).
-        return self._web is not None and self._web.config.ssl_context is None
+        return not tls
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -314,6 +319,9 @@ class HttpConnection(Conn, asyncio.Protocol):
         try:
             verdict = await self._s.bcrypt.verify(web.auth, parsed.request.headers.get(
                 "authorization"))
+        except Exception:
+            self._fail()
+            return
         finally:
             self.task = None
         try:
@@ -338,12 +346,13 @@ class HttpConnection(Conn, asyncio.Protocol):
         future.add_done_callback(partial(self._handled, parsed))
 
     def _handled(self, parsed: Parsed, future: asyncio.Future[Response]) -> None:
-        if self._state == CLOSED:
-            return
         try:
+            # Sent, or if the connection is gone meanwhile, a stream closed (its download
+            # slot given back).
             self._send(parsed, future.result())
         except Exception:
-            self._fail()
+            if self._state != CLOSED:
+                self._fail()
 
     def _send(self, parsed: Parsed, response: Response) -> None:
         """Write the answer, then go on (or wait for the client to take it)."""
@@ -355,6 +364,7 @@ class HttpConnection(Conn, asyncio.Protocol):
         assert web is not None
         head_only = parsed.request.method == "HEAD"
         if response.stream is not None:
+            self._streaming = True  # the task closes the stream however it ends
             self.task = s.loop.create_task(self._send_stream(parsed, response, head_only))
             return
         if parsed.keep_alive and parsed.http10:  # HTTP/1.0 keeps it only if told so
@@ -386,13 +396,14 @@ class HttpConnection(Conn, asyncio.Protocol):
                            + buffered_bytes(self.transport, self.raw))
                 async with asyncio.timeout(timeout_s):
                     await self.drain()
+            del data
+            self._answered(parsed)
         except (TimeoutError, OSError):
             self.reset()
-            return
+        except Exception:
+            self._fail()
         finally:
             self.task = None
-        del data
-        self._answered(parsed)
 
     async def _send_stream(self, parsed: Parsed, response: Response, head_only: bool) -> None:
         """A body made piece by piece (a week of history): chunked on HTTP/1.1; on HTTP/1.0
@@ -411,10 +422,14 @@ class HttpConnection(Conn, asyncio.Protocol):
             else:
                 sent = await send_stream(self, response, chunked,
                                          s.app.settings.request_timeout_s, s.stream_pool)
+            if sent and self._state != CLOSED:
+                self._answered(parsed)
+        except Exception:
+            close_stream(response)
+            self._fail()
         finally:
             self.task = None
-        if sent and self._state != CLOSED:
-            self._answered(parsed)
+            self._streaming = False
 
     def _hold(self, nbytes: int) -> None:
         """This connection has ``nbytes`` of its answer waiting here; over the cap, the
@@ -493,13 +508,20 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._delivery_end = self._s.loop.time() + self._s.app.settings.request_timeout_s
         self._check_delivery()
 
+    def _deliver_if_lingering(self) -> None:
+        if self._state == LINGER:
+            self._deliver()
+
     def _check_delivery(self) -> None:
+        """A client that has not taken the answer by the deadline, or whose connection is
+        closing meanwhile (a TLS close_notify), is reset: the kernel would otherwise hold
+        the answer for it for minutes."""
         transport = self.transport
-        if transport.is_closing():
-            return
         if unsent_bytes(transport, self.raw) == 0:
+            self._deadline = math.inf
             transport.close()
-        elif self._s.loop.time() >= self._delivery_end:
+        elif transport.is_closing() or self._s.loop.time() >= self._delivery_end:
+            self._deadline = math.inf
             self.reset()
         else:
             self._wait_until(self._s.loop.time() + DELIVERY_POLL_S)
@@ -515,7 +537,9 @@ class HttpConnection(Conn, asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         task, self.task = self.task, None
-        if task is not None and task is not asyncio.current_task():
+        if task is not None and task is not asyncio.current_task() and not self._streaming:
+            # A stream's task goes on until its next write finds the connection gone: it
+            # closes the stream then (cancelled before its first step, it never would).
             task.cancel()
         self._wake_waiter()
         self._request = None

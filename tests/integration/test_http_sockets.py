@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -229,3 +231,66 @@ def test_a_long_pipeline_answered_on_the_loop_is_answered_in_full(serve_app) -> 
         sock.shutdown(socket.SHUT_WR)
         received = read_until_closed(sock)
     assert received.count(b"HTTP/1.1 200 OK\r\n") == count
+
+
+def test_a_tls_client_that_closes_while_the_server_lingers_is_still_reset(
+        serve_app, ca: CA, tmp_path: Path) -> None:
+    """``Connection: close`` with a body the route did not read: the server lingers to
+    drain it.  The client sends close_notify then and never reads its 256 KiB answer: the
+    connection is reset, not left to the kernel to hold the answer for minutes."""
+    server = serve_app(BigApp(HttpSettings(request_timeout_s=1.0, idle_timeout_s=3600.0)),
+                       tls_watcher(ca, tmp_path))
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", server.port))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        sock.sendall(outgoing.read())
+        obj.write(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1"
+                  b"\r\n\r\nx")
+        sock.sendall(outgoing.read())
+        assert select.select([sock], [], [], 10)[0], "no answer"  # answered: lingering
+        with contextlib.suppress(ssl.SSLError):
+            obj.unwrap()
+        sock.sendall(outgoing.read())  # close_notify; the answer is never read
+        wait_for(lambda: server.connection_count() == 0 and not kernel_sockets(server.port),
+                 "the connection reset, in the server's table and in the kernel")
+
+
+class SlowStreamApp(StandInApp):
+    """A stream made slowly: the client may be gone before it is sent."""
+
+    def __init__(self) -> None:
+        self.started, self.release, self.closed = (threading.Event(), threading.Event(),
+                                                   threading.Event())
+
+    def handle(self, request: Request) -> Response:
+        self.started.set()
+        self.release.wait(10)
+        return Response(200, b"", "text/plain", stream=iter([b"x" * 100]),
+                        on_close=self.closed.set)
+
+
+def test_a_stream_made_after_its_tls_client_left_is_closed(serve_app, ca: CA,
+                                                           tmp_path: Path) -> None:
+    """Its ``on_close`` gives back a history-download slot: never run, two such clients
+    would leave every later download a 503 until a restart."""
+    app = SlowStreamApp()
+    server = serve_app(app, tls_watcher(ca, tmp_path))
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    tls = client_context(ca).wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(b"GET /history HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert app.started.wait(10)
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    tls.close()  # a reset while the handler makes the answer
+    wait_for(lambda: server.connection_count() == 0, "the connection gone")
+    app.release.set()
+    assert app.closed.wait(10), "the stream was never closed: its slot is leaked"
