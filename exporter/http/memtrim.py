@@ -8,19 +8,18 @@ after many connections have closed, the cycle collector and ``malloc_trim`` run,
 more when the closes stop (the crowd's last connections, fewer than a batch, would
 otherwise wait for the next batch of closes, which may never come).
 
-What stays after that (measured with smaps, malloc_info and ``sys._debugmallocstats``
-after a round of 1,000 TLS non-readers: +12 MiB) is mostly Python's own small-object
-allocator: the crowd needs ~9 more of its 1 MiB arenas, and an arena goes back to the
-system only when every object in it is gone; a handful of long-lived objects made
-meanwhile (a handler thread started by the crowd, the exposition and JSON caches, the
-recorder's values, keep-alive timers cancelled but not yet due), and the churn that
-refills their half-used pools, keep them: all still there a minute later. ``malloc_trim``
+What stays after that is mostly Python's own small-object allocator: an arena (1 MiB)
+goes back to the system only when every object in it is gone, and a handful of long-lived
+objects made while a crowd was connected (a handler thread it started, the caches, the
+recorder's values) keep the arenas its objects needed.  Measured after a round of 1,000
+TLS non-readers: +12 MiB with asyncio streams (~9 KiB of Python objects a connection),
++7-9 MiB since a connection is one protocol object (connection.py); ``malloc_trim``
 cannot reach those, nor does limiting glibc's arenas (``M_ARENA_MAX`` 1 or 2: the same RSS
-after). ``PYTHONMALLOC=malloc`` in the environment would (+4-6 MiB after the same round)
-but cost 7-13% of scrape throughput under wrk, so it is not set. Pinning glibc's mmap
-threshold, so that big buffers are unmapped on free, made every answer over 128 KiB a
-fresh mapping and cut scrape throughput: 1,136 against 1,240-1,340 requests/s without it,
-the same hour. Elsewhere than glibc it is a no-op.
+after). ``PYTHONMALLOC=malloc`` in the environment would (a few MiB less) but cost 7-13% of
+scrape throughput under wrk, so it is not set. Pinning glibc's mmap threshold, so that big
+buffers are unmapped on free, made every answer over 128 KiB a fresh mapping and cut scrape
+throughput: 1,136 against 1,240-1,340 requests/s without it, the same hour.  Elsewhere
+than glibc it is a no-op.
 """
 
 from __future__ import annotations
