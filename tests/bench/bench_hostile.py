@@ -5,8 +5,9 @@ for ``HOLD_S`` (longer than the default 10 s request deadline) while a scraper a
 metrics every 0.25 s on a new connection, then closes them all.  Reported per round: RSS at
 start (after one client has asked once for each answer the round's clients ask for: the
 caches one request makes are not the crowd's), its peak while they were connected (sampled
-every 50 ms), RSS a few seconds after they left, and the scrapes answered with their p99.  The anchor is Debian's Prometheus 2.42
-(Go net/http + exporter-toolkit) with the same web-config file, in the same run.
+every 50 ms), RSS a few seconds after they left, and the scrapes answered with their p99.
+The anchor is Debian's Prometheus 2.42 (Go net/http + exporter-toolkit) with the same
+web-config file, in the same run.
 
 Kinds: plain idle (connect, send nothing); TLS idle; slow ClientHello (half a ClientHello,
 then nothing); quiet handshakes (a completed TLS handshake, then nothing); clients that ask
