@@ -6,8 +6,7 @@ protocol, a task and a stack of suspended coroutines with their timeouts (~9 KiB
 objects a TLS connection): a crowd of hostile clients left Python's allocator holding
 arenas of them after it left, and every request paid for their wake-ups
 (tests/bench/bench_hostile.py, bench_scrape_cpu.py).  A coroutine runs only while a request
-truly waits on something: a password check, a streamed body, a large answer over TLS, a
-TLS handshake.
+truly waits on something: a password check, a streamed body, a TLS handshake.
 
 The life of a connection (``_state``):
 
@@ -18,8 +17,9 @@ The life of a connection (``_state``):
   that byte the keep-alive idle timeout runs;
 - ``BUSY``: a whole request is being answered, reading paused (a pipelined request waits in
   the kernel);
-- ``WRITE``: an answer the kernel did not take at once waits for the client, within the
-  request deadline, else the connection is reset;
+- ``WRITE``: an answer the kernel did not take at once waits for the client (over TLS,
+  the rest of it, a piece at a time), within the request deadline, else the connection is
+  reset;
 - ``LINGER``: the last answer is written; what the client still sends is read and dropped
   for a moment, so that closing with unread input does not reset the answer away;
 - ``DELIVER``: waiting for the client to take the last answer before the close;
@@ -84,8 +84,8 @@ class Shared:
 
 class HttpConnection(Conn, asyncio.Protocol):
     __slots__ = ("_continued", "_deadline", "_delivery_end", "_eof", "_first", "_idle_rest",
-                 "_lingered", "_parser", "_paused", "_request", "_s", "_state", "_streaming",
-                 "_timer", "_timer_at", "_waiter", "_web")
+                 "_lingered", "_out", "_out_at", "_parser", "_paused", "_request", "_s",
+                 "_state", "_streaming", "_timer", "_timer_at", "_waiter", "_web")
 
     def __init__(self, shared: Shared) -> None:
         self._s = shared
@@ -93,6 +93,8 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._parser = RequestParser(shared.app.settings.max_body_bytes)
         self._web: WebState | None = None
         self._request: Parsed | None = None  # being answered
+        self._out: bytes | None = None  # its answer, while some of it is still to be written
+        self._out_at = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._deadline = math.inf  # when the current state's wait runs out
@@ -173,10 +175,9 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._paused = False
         self._wake_waiter()
         if self._state == WRITE:
-            request, self._request = self._request, None
-            assert request is not None
+            self._state = BUSY
             try:
-                self._answered(request)
+                self._write_out()
             except Exception:
                 self._fail()
 
@@ -372,38 +373,35 @@ class HttpConnection(Conn, asyncio.Protocol):
         data = s.answers.render(response.status, response, not parsed.keep_alive, head_only,
                                 web.config.headers)
         del response  # an idle connection must not pin its last answer (~0.3 MB JSON)
-        if len(data) > WRITE_CHUNK and self.transport is not self.raw:
-            self.task = s.loop.create_task(self._send_in_pieces(parsed, data))
-            return
-        self.transport.write(data)
-        del data
-        if not self._paused:
-            self._answered(parsed)
-            return
-        self._hold(buffered_bytes(self.transport, self.raw))
-        self._state = WRITE
         self._request = parsed
-        self._wait_until(s.loop.time() + s.app.settings.request_timeout_s)
+        self._out = data
+        self._out_at = 0
+        self._write_out()
 
-    async def _send_in_pieces(self, parsed: Parsed, data: bytes) -> None:
-        """A large answer over TLS, a piece at a time as the client takes them: OpenSSL's
-        output buffer keeps the largest size it ever held, for the life of the connection."""
-        timeout_s = self._s.app.settings.request_timeout_s
-        try:
-            for start in range(0, len(data), WRITE_CHUNK):
-                self.transport.write(data[start:start + WRITE_CHUNK])
-                self._hold(len(data) - start - WRITE_CHUNK
-                           + buffered_bytes(self.transport, self.raw))
-                async with asyncio.timeout(timeout_s):
-                    await self.drain()
-            del data
+    def _write_out(self) -> None:
+        """Write what is left of the answer while the transport takes it; once all of it
+        is written and taken, the next request.  Over plain TCP it goes in one write (what
+        the kernel does not take waits in the transport, counted against the budget); over
+        TLS a piece at a time as the client takes them: OpenSSL's output buffer keeps the
+        largest size it ever held, for the life of the connection.  A client that takes
+        nothing for the request deadline is reset (``_expired``)."""
+        data = self._out or b""
+        piece = WRITE_CHUNK if self.transport is not self.raw else len(data)
+        while self._out_at < len(data) and not self._paused:
+            start = self._out_at
+            self.transport.write(data[start:start + piece] if piece < len(data) else data)
+            self._out_at = start + piece
+        left = max(0, len(data) - self._out_at)
+        if left == 0:
+            self._out = None  # the transport holds what is unsent: the answer is not pinned
+        if not self._paused:
+            parsed, self._request = self._request, None
+            assert parsed is not None
             self._answered(parsed)
-        except (TimeoutError, OSError):
-            self.reset()
-        except Exception:
-            self._fail()
-        finally:
-            self.task = None
+            return
+        self._hold(left + buffered_bytes(self.transport, self.raw))
+        self._state = WRITE
+        self._wait_until(self._s.loop.time() + self._s.app.settings.request_timeout_s)
 
     async def _send_stream(self, parsed: Parsed, response: Response, head_only: bool) -> None:
         """A body made piece by piece (a week of history): chunked on HTTP/1.1; on HTTP/1.0
@@ -543,6 +541,7 @@ class HttpConnection(Conn, asyncio.Protocol):
             task.cancel()
         self._wake_waiter()
         self._request = None
+        self._out = None
         s = self._s
         s.budget.release(self)
         s.table.remove(self)
