@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import socket
 import time
 from concurrent.futures import Executor
@@ -51,7 +52,7 @@ from exporter.http.handler_threads import HandlerThreads
 from exporter.http.memtrim import MemoryTrimmer
 from exporter.http.request_parser import Parsed, Reject, RequestParser
 from exporter.http.streaming import close_stream, send_stream
-from exporter.http.tlsedge import HANDSHAKE_TIMEOUT_S, client_hello, handshake
+from exporter.http.tlsedge import HANDSHAKE_TIMEOUT_S, client_hello_needs, handshake
 from exporter.http.webwatch import WebConfigWatcher, WebState
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class Shared:
 
 
 class HttpConnection(Conn, asyncio.Protocol):
-    __slots__ = ("_continued", "_deadline", "_delivery_end", "_eof", "_first", "_idle_rest",
-                 "_lingered", "_out", "_out_at", "_parser", "_paused", "_request", "_s",
-                 "_state", "_streaming", "_timer", "_timer_at", "_waiter", "_web")
+    __slots__ = ("_continued", "_deadline", "_delivery_end", "_eof", "_first",
+                 "_handshake_at", "_hello", "_idle_rest", "_lingered", "_out", "_out_at",
+                 "_parser", "_paused", "_request", "_s", "_state", "_streaming", "_timer",
+                 "_timer_at", "_waiter", "_web")
 
     def __init__(self, shared: Shared) -> None:
         self._s = shared
@@ -107,6 +109,8 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None  # a coroutine's drain()
         self._lingered = 0
         self._streaming = False
+        self._hello: socket.socket | None = None  # TLS: watched until the ClientHello is here
+        self._handshake_at = 0.0  # TLS: the handshake's deadline, from the first byte
 
     # --- asyncio's callbacks ----------------------------------------------------------------
 
@@ -128,7 +132,7 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._web = web = s.web.current()
         deadline = s.loop.time() + settings.request_timeout_s
         if web.config.ssl_context is not None:
-            self.task = s.loop.create_task(self._set_up_tls(deadline))
+            self._watch_for_hello(deadline)
         else:
             self._await_request(deadline)
 
@@ -206,24 +210,62 @@ class HttpConnection(Conn, asyncio.Protocol):
 
     # --- TLS ----------------------------------------------------------------------------------
 
-    async def _set_up_tls(self, deadline: float) -> None:
-        """The ClientHello waited for, the handshake made, then the first request read."""
+    def _watch_for_hello(self, deadline: float) -> None:
+        """Wait, reading nothing, until the client's ClientHello is here whole (or other
+        bytes, or the end): its first byte by ``deadline``, the rest within the handshake's
+        deadline, counted from that byte.  The transport's reads stay paused, so the bytes
+        are left for the TLS layer: a duplicate descriptor is watched (asyncio lets no one
+        else watch the transport's own), and while part of the ClientHello is here the
+        socket's SO_RCVLOWAT makes it readable only once all of it is."""
+        raw = self.raw
+        raw.pause_reading()
+        sock = raw.get_extra_info("socket")
+        self._hello = watch = socket.socket(fileno=os.dup(sock.fileno()))
+        watch.setblocking(False)
+        self._s.loop.add_reader(watch.fileno(), self._hello_readable)
+        self._wait_until(deadline)
+
+    def _hello_readable(self) -> None:
+        s = self._s
+        watch = self._hello
+        if watch is None or self._state != SETUP:
+            return
+        if not self._handshake_at:  # the first byte: the handshake's deadline starts
+            self._handshake_at = s.loop.time() + min(HANDSHAKE_TIMEOUT_S,
+                                                     s.app.settings.request_timeout_s)
+            s.table.set_phase(self, Conn.READING)
+        need = client_hello_needs(watch)
+        if need:
+            with contextlib.suppress(OSError):
+                watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, need)
+            self._wait_until(self._handshake_at)
+            return
+        self._stop_watching()
+        self._deadline = math.inf
+        self.task = s.loop.create_task(self._set_up_tls(self._handshake_at))
+
+    def _stop_watching(self) -> None:
+        watch, self._hello = self._hello, None
+        if watch is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._s.loop.remove_reader(watch.fileno())
+                watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            watch.close()
+
+    async def _set_up_tls(self, handshake_deadline: float) -> None:
+        """The handshake made, then the first request read."""
         s = self._s
         web = self._web
         assert web is not None
         raw = self.raw
         tls: asyncio.Transport | None = None
         try:
-            handshake_deadline = await client_hello(
-                raw, deadline, min(HANDSHAKE_TIMEOUT_S, s.app.settings.request_timeout_s))
-            if handshake_deadline is not None:
-                s.table.set_phase(self, Conn.READING)
-                tls = await handshake(raw, self, web, self.peer, handshake_deadline)
+            tls = await handshake(raw, self, web, self.peer, handshake_deadline)
         finally:
             self.task = None
             if tls is None:
-                # Said nothing, or half a ClientHello, in time, or the handshake failed:
-                # closed quietly.  asyncio tells a protocol nothing of a failed handshake.
+                # The handshake failed: closed quietly.  asyncio tells a protocol nothing
+                # of a failed handshake.
                 if not raw.is_closing():
                     raw.close()
                 self._forget()
@@ -540,6 +582,7 @@ class HttpConnection(Conn, asyncio.Protocol):
             # closes the stream then (cancelled before its first step, it never would).
             task.cancel()
         self._wake_waiter()
+        self._stop_watching()
         self._request = None
         self._out = None
         s = self._s
@@ -581,7 +624,11 @@ class HttpConnection(Conn, asyncio.Protocol):
         self._deadline = math.inf
         state = self._state
         try:
-            if state == READ:
+            if state == SETUP:  # said nothing, or half a ClientHello, in time
+                self._stop_watching()
+                self.raw.close()
+                self._forget()
+            elif state == READ:
                 self._read_expired()
             elif state == WRITE:
                 self.reset()  # the client did not take its answer in time

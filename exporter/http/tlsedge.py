@@ -6,7 +6,8 @@ the layer is set up only once the client's whole ClientHello has arrived; until 
 connection is a bare socket, its reads paused, so a client that sends nothing or half a
 ClientHello costs what a plain connection does.  The buffer is made one TLS record (16 KiB
 and its overhead), all one read can use.  The handshake has its own deadline, counted
-from the first byte.
+from the first byte.  connection.py watches for the ClientHello; ``client_hello_needs``
+says when it is whole.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 from asyncio import sslproto
@@ -36,53 +36,16 @@ def use_lean_ssl_buffers() -> None:
         sslproto.SSLProtocol.max_size = SSL_READ_BUFFER
 
 
-async def client_hello(transport: asyncio.Transport, deadline: float,
-                       handshake_s: float) -> float | None:
-    """Wait, reading nothing, until the client's first TLS record (its ClientHello) is
-    here whole, or other bytes or the end came; its first byte by ``deadline``, the rest
-    within ``handshake_s`` of it.  The deadline for the handshake (counted from that first
-    byte), or None if the client missed one.
-
-    The transport's reads stay paused, so the bytes are left for the TLS layer: a duplicate
-    descriptor is watched (asyncio lets no one else watch the transport's own), and while
-    part of the ClientHello is here the socket's SO_RCVLOWAT makes it readable only once
-    all of it is."""
-    raw = transport.get_extra_info("socket")
-    transport.pause_reading()
-    loop = asyncio.get_running_loop()
-    watch = socket.socket(fileno=os.dup(raw.fileno()))
-    try:
-        watch.setblocking(False)
-        if not await _readable(loop, watch, deadline):
-            return None
-        handshake_deadline = loop.time() + handshake_s
-        head = _peek(watch, 5)
-        if len(head) == 5 and head[0] == TLS_HANDSHAKE_RECORD:
-            need = 5 + int.from_bytes(head[3:5], "big")
-            if len(_peek(watch, need)) < need:
-                watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, need)
-                try:
-                    if not await _readable(loop, watch, handshake_deadline):
-                        return None
-                finally:
-                    watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-        return handshake_deadline
-    finally:
-        watch.close()
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                    deadline: float) -> bool:
-    ready: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: None if ready.done() else ready.set_result(None))
-    try:
-        async with asyncio.timeout_at(deadline):
-            await ready
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(sock.fileno())
+def client_hello_needs(sock: socket.socket) -> int:
+    """The bytes ``sock`` must hold before the client's first TLS record, its ClientHello,
+    is here whole; 0 if it is, or if what came is not a TLS record or is the end (the TLS
+    layer says so then).  Peeks: the bytes stay for the TLS layer."""
+    head = _peek(sock, 5)
+    if len(head) == 5 and head[0] == TLS_HANDSHAKE_RECORD:
+        need = 5 + int.from_bytes(head[3:5], "big")
+        if len(_peek(sock, need)) < need:
+            return need
+    return 0
 
 
 def _peek(sock: socket.socket, n: int) -> bytes:
