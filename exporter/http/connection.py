@@ -230,11 +230,13 @@ class HttpConnection(Conn, asyncio.Protocol):
         watch = self._hello
         if watch is None or self._state != SETUP:
             return
+        need = 0
         if not self._handshake_at:  # the first byte: the handshake's deadline starts
             self._handshake_at = s.loop.time() + min(HANDSHAKE_TIMEOUT_S,
                                                      s.app.settings.request_timeout_s)
             s.table.set_phase(self, Conn.READING)
-        need = client_hello_needs(watch)
+            need = client_hello_needs(watch)
+        # Readable again (all of it came, or the end): the TLS layer takes it from here.
         if need:
             with contextlib.suppress(OSError):
                 watch.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, need)

@@ -148,6 +148,30 @@ def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_p
         HelloApp.settings = HttpSettings()
 
 
+def test_half_a_client_hello_then_the_end_is_closed_at_once(serve, ca: CA, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """The end after half a ClientHello: the connection goes now, not at the handshake's
+    deadline (made an hour here), and the server does not spin on the readable socket."""
+    monkeypatch.setattr(connection, "HANDSHAKE_TIMEOUT_S", 3600.0)
+    HelloApp.settings = HttpSettings(request_timeout_s=3600.0)
+    try:
+        server = serve(tls_watcher(ca, tmp_path))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        hello = outgoing.read()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(hello[: len(hello) // 2])
+            wait_for(lambda: server._table and all(c.phase == Conn.READING
+                                                   for c in server._table),
+                     "the first bytes seen")
+            sock.shutdown(socket.SHUT_WR)
+            wait_for(lambda: server.connection_count() == 0, "the connection closed")
+    finally:
+        HelloApp.settings = HttpSettings()
+
+
 class BigApp(StandInApp):
     """A 256 KiB answer: the kernel takes all of it from the server even when the client
     reads nothing, so only the kernel's send queue says it was never taken."""
