@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,53 +124,54 @@ def test_a_tls_connection_has_no_tls_layer_until_its_client_speaks(serve, ca: CA
             assert transports[0].get_extra_info("sslcontext") is not None  # type: ignore[attr-defined]
 
 
-def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_path: Path,
-                                                            monkeypatch) -> None:
-    from exporter.http import connection as server_module
+def client_hello(ca: CA) -> bytes:
+    """The first flight a TLS client sends (its ClientHello), made without a socket."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
 
-    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.5)
-    HelloApp.settings = HttpSettings(request_timeout_s=3600.0)  # only the handshake's counts
-    try:
-        server = serve(tls_watcher(ca, tmp_path))
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
-        with pytest.raises(ssl.SSLWantReadError):
-            obj.do_handshake()
-        hello = outgoing.read()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            sock.sendall(hello[: len(hello) // 2])
-            try:
-                assert sock.recv(65536) == b"", "the server answered half a ClientHello"
-            except ConnectionResetError:
-                pass
-            except TimeoutError:
-                pytest.fail("the stalled handshake was never cut")
-    finally:
-        HelloApp.settings = HttpSettings()
+
+@pytest.fixture
+def hour_long_requests() -> Iterator[None]:
+    """Only the handshake's deadline counts."""
+    HelloApp.settings = HttpSettings(request_timeout_s=3600.0)
+    yield
+    HelloApp.settings = HttpSettings()
+
+
+def test_a_handshake_that_stalls_is_cut_at_its_own_deadline(serve, ca: CA, tmp_path: Path,
+                                                            monkeypatch,
+                                                            hour_long_requests) -> None:
+    monkeypatch.setattr(connection, "HANDSHAKE_TIMEOUT_S", 0.5)
+    server = serve(tls_watcher(ca, tmp_path))
+    hello = client_hello(ca)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(hello[: len(hello) // 2])
+        try:
+            assert sock.recv(65536) == b"", "the server answered half a ClientHello"
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            pytest.fail("the stalled handshake was never cut")
 
 
 def test_half_a_client_hello_then_the_end_is_closed_at_once(serve, ca: CA, tmp_path: Path,
-                                                            monkeypatch) -> None:
+                                                            monkeypatch,
+                                                            hour_long_requests) -> None:
     """The end after half a ClientHello: the connection goes now, not at the handshake's
     deadline (made an hour here), and the server does not spin on the readable socket."""
     monkeypatch.setattr(connection, "HANDSHAKE_TIMEOUT_S", 3600.0)
-    HelloApp.settings = HttpSettings(request_timeout_s=3600.0)
-    try:
-        server = serve(tls_watcher(ca, tmp_path))
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
-        with pytest.raises(ssl.SSLWantReadError):
-            obj.do_handshake()
-        hello = outgoing.read()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            sock.sendall(hello[: len(hello) // 2])
-            wait_for(lambda: server._table and all(c.phase == Conn.READING
-                                                   for c in server._table),
-                     "the first bytes seen")
-            sock.shutdown(socket.SHUT_WR)
-            wait_for(lambda: server.connection_count() == 0, "the connection closed")
-    finally:
-        HelloApp.settings = HttpSettings()
+    server = serve(tls_watcher(ca, tmp_path))
+    hello = client_hello(ca)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(hello[: len(hello) // 2])
+        wait_for(lambda: server._table and all(c.phase == Conn.READING
+                                               for c in server._table),
+                 "the first bytes seen")
+        sock.shutdown(socket.SHUT_WR)
+        wait_for(lambda: server.connection_count() == 0, "the connection closed")
 
 
 class BigApp(StandInApp):
