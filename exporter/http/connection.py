@@ -627,9 +627,8 @@ class HttpConnection(Conn, asyncio.Protocol):
         state = self._state
         try:
             if state == SETUP:  # said nothing, or half a ClientHello, in time
-                self._stop_watching()
                 self.raw.close()
-                self._forget()
+                self._forget()  # stops watching for the ClientHello too
             elif state == READ:
                 self._read_expired()
             elif state == WRITE:

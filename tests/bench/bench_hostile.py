@@ -250,12 +250,12 @@ def _close_all(held: list[object]) -> None:
 Kind = Callable[[Server, list[object]], "asyncio.Future[None] | object"]
 
 
-def _paths(server: Server, kind: str) -> list[str]:
-    """What the round's clients ask for."""
+def _paths(server: Server, kind: str, history: bool) -> list[str]:
+    """What the round's clients ask for (``history``: as in :func:`_kinds`)."""
     paths = []
     if kind in ("JSON non-reader", "mixed"):
         paths.append(server.big_path)
-    if kind in ("history non-reader", "mixed") and server.big_path != server.scrape_path:
+    if kind in ("history non-reader", "mixed") and history:
         paths.append("/metrics/history")
     return paths
 
@@ -362,7 +362,7 @@ def bench_hostile() -> str:
                     try:
                         kinds = _kinds(server, is_exporter)
                         chosen = list(kinds.values()) if name == "mixed" else [kinds[name]]
-                        _warm_up(server, _paths(server, name))
+                        _warm_up(server, _paths(server, name, is_exporter))
                         start, peak, after, ok, asked, p99, held = _round(server, chosen, N)
                     finally:
                         _stop(server)
